@@ -1,0 +1,116 @@
+"""``python train.py`` / ``featinv-train``: LightningCLI over the inversion module and data.
+
+With no arguments it runs the embedded default: the HOG decoder on the bundled photos, sized
+for a 2-core CPU. Paper-scale settings live in ``configs/`` (``--config configs/hog.yaml``).
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
+
+from featinv.data.datamodule import InversionDataModule
+from featinv.training import InversionModule, ReconstructionGrid
+
+SUBCOMMANDS = {"fit", "validate", "test", "predict"}
+
+#: The embedded default's trainer: CPU-sized, wandb offline, best and last checkpoints.
+TRAINER_DEFAULTS: dict[str, Any] = {
+    "max_epochs": 20,
+    "accelerator": "auto",
+    "devices": 1,
+    "precision": "32-true",
+    "log_every_n_steps": 10,
+    "logger": {
+        "class_path": "lightning.pytorch.loggers.WandbLogger",
+        "init_args": {"project": "featinv", "save_dir": "logs", "offline": True},
+    },
+}
+
+
+class FeatinvCLI(LightningCLI):
+    """LightningCLI with the image size shared by model and data and a closing summary."""
+
+    def add_arguments_to_parser(self, parser: Any) -> None:
+        parser.link_arguments("data.image_size", "model.image_size")
+        # Always-present callbacks, configurable as --checkpoint.* and --grid.*.
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.filename": "best",
+                "checkpoint.monitor": "val/normalized_error",
+                "checkpoint.mode": "min",
+                "checkpoint.save_last": True,
+            }
+        )
+        parser.add_lightning_class_args(ReconstructionGrid, "grid")
+        parser.add_argument(
+            "--checkpoint_dir",
+            default="checkpoints",
+            help="checkpoints go to CHECKPOINT_DIR/<representation>/ (best.ckpt, last.ckpt)",
+        )
+
+    def before_fit(self) -> None:
+        self._started = time.perf_counter()
+        folder = (
+            Path(self.config[self.subcommand].checkpoint_dir) / self.model.hparams.representation
+        )
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
+                callback.dirpath = str(folder)
+
+    def after_fit(self) -> None:
+        if not self.trainer.is_global_zero:
+            return
+        elapsed = time.perf_counter() - self._started
+        metrics = self.trainer.callback_metrics
+        lines = ["", "== featinv training summary"]
+        if "val/normalized_error" in metrics:
+            lines.append(
+                f"validation normalized error (last): {float(metrics['val/normalized_error']):.4f}"
+            )
+        if "val/mean_image_error" in metrics:
+            reference = float(metrics["val/mean_image_error"])
+            lines.append(f"constant mean-image predictor on the same images: {reference:.4f}")
+        checkpoint = self.trainer.checkpoint_callback
+        if isinstance(checkpoint, ModelCheckpoint):
+            if checkpoint.best_model_score is not None:
+                lines.append(
+                    f"validation normalized error (best): {float(checkpoint.best_model_score):.4f}"
+                )
+            lines.append(f"best checkpoint: {checkpoint.best_model_path}")
+            lines.append(f"last checkpoint: {checkpoint.last_model_path}")
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, ReconstructionGrid) and callback.last_path is not None:
+                lines.append(f"reconstruction grid: {callback.last_path}")
+        own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        lines.append(f"wall time: {elapsed / 60:.1f} min")
+        lines.append(
+            f"peak memory: {own:.0f} MiB (main process), {workers:.0f} MiB (largest worker)"
+        )
+        print("\n".join(lines), flush=True)
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of ``train.py`` and ``featinv-train``; ``fit`` is implied."""
+    argv = list(sys.argv[1:] if args is None else args)
+    if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help")):
+        argv = ["fit", *argv]
+    FeatinvCLI(
+        InversionModule,
+        InversionDataModule,
+        trainer_defaults=TRAINER_DEFAULTS,
+        seed_everything_default=0,
+        save_config_kwargs={"overwrite": True},
+        args=argv,
+    )
+
+
+__all__ = ["FeatinvCLI", "main"]

@@ -1,0 +1,1 @@
+"""Data: decoding, shards (write + stream), the bundled photo set and the DataModule."""

@@ -1,0 +1,100 @@
+"""The LightningDataModule: streamed, batched shards for training and validation."""
+
+from __future__ import annotations
+
+import logging
+
+import lightning as L
+import webdataset as wds
+
+from featinv.data.bundled import bundled_shards
+from featinv.data.shards import expand_shards, shard_pipeline
+from featinv.data.transforms import EvalTransform, TrainTransform
+
+log = logging.getLogger(__name__)
+
+
+class InversionDataModule(L.LightningDataModule):
+    """Images for inversion training, streamed from webdataset shards.
+
+    With no shards given, the bundled photo set is built (once, cached) and used: the embedded
+    default that needs no download.
+
+    Args:
+        train_shards: pattern of the training shards (brace ranges or globs).
+        val_shards: pattern of the validation shards.
+        image_size: side of the square crops (random for training, central for validation).
+        val_resize: shorter side validation images are resized to before the central crop
+            (default: ``image_size``, i.e. the whole image is seen).
+        batch_size: training batch size (paper: 64).
+        val_batch_size: validation batch size (default: ``batch_size``).
+        num_workers: loader worker processes.
+        batches_per_epoch: an epoch of resampled shards, counted in batches per process.
+        shuffle_buffer: samples held in the shuffle buffer.
+        flip: random horizontal flips for training.
+        seed: seed of the crops (each worker derives its own stream from it).
+    """
+
+    def __init__(
+        self,
+        train_shards: str | None = None,
+        val_shards: str | None = None,
+        image_size: int = 64,
+        val_resize: int | None = None,
+        batch_size: int = 32,
+        val_batch_size: int | None = None,
+        num_workers: int = 2,
+        batches_per_epoch: int = 100,
+        shuffle_buffer: int = 1000,
+        flip: bool = True,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.train_shards = train_shards
+        self.val_shards = val_shards
+
+    def prepare_data(self) -> None:
+        if self.train_shards is None and self.val_shards is None:
+            bundled_shards()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_shards is None and self.val_shards is None:
+            patterns = bundled_shards()
+            self.train_shards, self.val_shards = patterns["train"], patterns["val"]
+            log.info("training on the bundled photo set: %s", patterns)
+
+    def train_dataloader(self) -> wds.WebLoader:
+        if self.train_shards is None:
+            raise ValueError("no training shards: set data.train_shards")
+        hp = self.hparams
+        pipeline = shard_pipeline(
+            self.train_shards,
+            TrainTransform(hp.image_size, flip=hp.flip, seed=hp.seed),
+            hp.batch_size,
+            train=True,
+            shuffle_buffer=hp.shuffle_buffer,
+            seed=hp.seed,
+        )
+        loader = wds.WebLoader(
+            pipeline,
+            batch_size=None,
+            num_workers=hp.num_workers,
+            persistent_workers=hp.num_workers > 0,
+        )
+        # Resampled shards never end: an epoch is a fixed number of batches per process.
+        return loader.with_epoch(hp.batches_per_epoch).with_length(hp.batches_per_epoch)
+
+    def val_dataloader(self) -> wds.WebLoader:
+        if self.val_shards is None:
+            raise ValueError("no validation shards: set data.val_shards")
+        hp = self.hparams
+        pipeline = shard_pipeline(
+            self.val_shards,
+            EvalTransform(hp.image_size, hp.val_resize),
+            hp.val_batch_size or hp.batch_size,
+            train=False,
+        )
+        # A worker without a shard would sit idle; never start more workers than shards.
+        workers = min(hp.num_workers, len(expand_shards(self.val_shards)))
+        return wds.WebLoader(pipeline, batch_size=None, num_workers=workers)

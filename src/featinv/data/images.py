@@ -1,0 +1,116 @@
+"""Decoding images into the project convention, whatever mode the file is in.
+
+Every path that reads an image (shard writer, shard reader, folder readers) goes through
+``decode_rgb`` so that grey, RGBA, palette, CMYK and 16-bit images are converted the same way
+everywhere, and anything Pillow cannot decode raises one exception type the callers count.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+#: File extensions treated as images when scanning folders (compared lower-case).
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm"}
+)
+
+
+class CorruptImageError(ValueError):
+    """An image file or sample that cannot be decoded; callers skip it and count it."""
+
+
+def _to_rgb(image: Image.Image) -> np.ndarray:
+    """Convert any Pillow mode to an ``(H, W, 3)`` uint8 array."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit (or 32-bit integer) grey: rescale the full range to 8 bits, not clip it.
+        array = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        array = np.clip(np.round(array / peak * 255.0), 0, 255).astype(np.uint8)
+        return np.repeat(array[:, :, None], 3, axis=2)
+    if image.mode == "F":
+        array = np.asarray(image, dtype=np.float64)
+        array = np.clip(np.round(array * (255.0 if array.max() <= 1.0 else 1.0)), 0, 255)
+        return np.repeat(array.astype(np.uint8)[:, :, None], 3, axis=2)
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        # Composite transparent images on white, as a viewer shows them.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return np.array(image.convert("RGB"), dtype=np.uint8)
+
+
+def decode_rgb(data: bytes | str | Path) -> np.ndarray:
+    """Decode image bytes or a file into an ``(H, W, 3)`` uint8 RGB array.
+
+    Raises:
+        CorruptImageError: if the data is empty, truncated or not an image, naming the cause.
+    """
+    try:
+        if isinstance(data, (str, Path)):
+            data = Path(data).read_bytes()
+        if not data:
+            raise CorruptImageError("empty file (0 bytes)")
+        with warnings.catch_warnings():
+            # Pillow warns on some odd-but-readable files; decoding errors still raise.
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as image:
+                image.load()
+                array = _to_rgb(image)
+    except CorruptImageError:
+        raise
+    except (
+        UnidentifiedImageError,
+        OSError,
+        ValueError,
+        SyntaxError,
+        Image.DecompressionBombError,
+    ) as error:
+        raise CorruptImageError(f"cannot decode image: {error}") from error
+    if array.ndim != 3 or array.shape[0] < 1 or array.shape[1] < 1:
+        raise CorruptImageError(f"decoded to an unusable array of shape {array.shape}")
+    return array
+
+
+def encode_image(array: np.ndarray, image_format: str = "jpg", quality: int = 95) -> bytes:
+    """Encode an ``(H, W, 3)`` uint8 array as JPEG (``"jpg"``) or lossless PNG (``"png"``)."""
+    if image_format not in ("jpg", "png"):
+        raise ValueError(f"image format must be 'jpg' or 'png', got {image_format!r}")
+    buffer = io.BytesIO()
+    if image_format == "jpg":
+        Image.fromarray(array).save(buffer, format="JPEG", quality=quality)
+    else:
+        Image.fromarray(array).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def resize_shorter_side(array: np.ndarray, size: int) -> np.ndarray:
+    """Resize an ``(H, W, 3)`` uint8 array so its shorter side is ``size`` (antialiased)."""
+    height, width = array.shape[:2]
+    scale = size / min(height, width)
+    new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
+    if (new_h, new_w) == (height, width):
+        return array
+    tensor = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)[None].float()
+    resized = torch.nn.functional.interpolate(
+        tensor, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False
+    )
+    return resized[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def to_tensor(array: np.ndarray) -> torch.Tensor:
+    """``(H, W, 3)`` uint8 -> ``(3, H, W)`` float32 in [0, 1], the project's image convention."""
+    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float().div_(255.0)
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """All image files below ``folder``, sorted, so that every run sees the same order."""
+    root = Path(folder)
+    return sorted(
+        p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+    )

@@ -1,0 +1,88 @@
+"""Crops and flips of decoded uint8 images, done in the loader workers before batching."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+import torch
+
+from featinv.data.images import resize_shorter_side, to_tensor
+
+log = logging.getLogger(__name__)
+
+
+class TrainTransform:
+    """Random ``size x size`` crop and horizontal flip (Dosovitskiy & Brox train on crops).
+
+    Images whose shorter side is below ``size`` are first upscaled to it and counted in
+    ``upscaled``: a shard written at a smaller size still trains, but the user is told.
+    """
+
+    def __init__(self, size: int, flip: bool = True, seed: int | None = None) -> None:
+        self.size = size
+        self.flip = flip
+        self.seed = seed
+        self.upscaled = 0
+        self._rng: np.random.Generator | None = None
+        self._pid = -1
+
+    @property
+    def rng(self) -> np.random.Generator:
+        # Made lazily in each process: a generator created before the loader forks its workers
+        # would be copied into all of them, and every worker would crop the same way.
+        if self._rng is None or self._pid != os.getpid():
+            info = torch.utils.data.get_worker_info()
+            worker = info.id if info is not None else 0
+            entropy = self.seed if self.seed is not None else np.random.SeedSequence().entropy
+            self._rng = np.random.default_rng([entropy, worker])
+            self._pid = os.getpid()
+        return self._rng
+
+    def __call__(self, array: np.ndarray) -> torch.Tensor:
+        array = _at_least(array, self.size, self)
+        height, width = array.shape[:2]
+        top = int(self.rng.integers(0, height - self.size + 1))
+        left = int(self.rng.integers(0, width - self.size + 1))
+        crop = array[top : top + self.size, left : left + self.size]
+        if self.flip and self.rng.random() < 0.5:
+            crop = crop[:, ::-1]
+        return to_tensor(crop)
+
+
+class EvalTransform:
+    """Resize the shorter side to ``resize`` (default: ``size``), then centre-crop ``size``."""
+
+    def __init__(self, size: int, resize: int | None = None) -> None:
+        self.size = size
+        self.resize = resize or size
+        self.upscaled = 0
+
+    def __call__(self, array: np.ndarray) -> torch.Tensor:
+        array = resize_shorter_side(array, self.resize)
+        array = _at_least(array, self.size, self)
+        return to_tensor(center_crop(array, self.size))
+
+
+def center_crop(array: np.ndarray, size: int) -> np.ndarray:
+    """The central ``size x size`` window of an ``(H, W, C)`` array at least that large."""
+    height, width = array.shape[:2]
+    top, left = (height - size) // 2, (width - size) // 2
+    return array[top : top + size, left : left + size]
+
+
+def _at_least(array: np.ndarray, size: int, owner: TrainTransform | EvalTransform) -> np.ndarray:
+    if min(array.shape[:2]) >= size:
+        return array
+    owner.upscaled += 1
+    if owner.upscaled in (1, 10, 100, 1000) or owner.upscaled % 10000 == 0:
+        log.warning(
+            "image of %dx%d is smaller than the %d-pixel crop: upscaled (%d so far in this "
+            "worker); write shards with a larger --size to avoid this",
+            array.shape[0],
+            array.shape[1],
+            size,
+            owner.upscaled,
+        )
+    return resize_shorter_side(array, size)

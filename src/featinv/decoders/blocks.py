@@ -1,0 +1,27 @@
+"""Building blocks of the inversion networks (Dosovitskiy & Brox, Sect. 2.2)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+#: "After each layer we apply leaky ReLU nonlinearity with slope 0.2" (Sect. 2.2).
+LEAKY_SLOPE = 0.2
+
+
+def conv(in_channels: int, out_channels: int, kernel_size: int = 5, stride: int = 1) -> nn.Conv2d:
+    """A 'same'-padded convolution; with stride 2 it halves the map (rounding up)."""
+    return nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2)
+
+
+def upconv(in_channels: int, out_channels: int) -> nn.ConvTranspose2d:
+    """The paper's up-convolution: 2x upsampling by zero insertion + a 5x5 convolution.
+
+    Putting each value in the top-left of a 2x2 block of zeros and convolving with a 5x5
+    kernel is exactly a transposed convolution with stride 2, padding 2, output padding 1.
+    """
+    return nn.ConvTranspose2d(in_channels, out_channels, 5, stride=2, padding=2, output_padding=1)
+
+
+def activated(layer: nn.Module) -> nn.Sequential:
+    """``layer`` followed by the leaky ReLU that follows every layer but the last."""
+    return nn.Sequential(layer, nn.LeakyReLU(LEAKY_SLOPE, inplace=True))

@@ -1,0 +1,98 @@
+"""Metrics of reconstruction quality: one implementation for training validation and evaluation.
+
+* normalized reconstruction error (Dosovitskiy & Brox, Sect. 2.2, "Quantitative evaluation"):
+  ``mean_i ||x_i - f(Phi(x_i))||_2 / N``, N the mean Euclidean distance over all pairs of test
+  images; reconstructions are upsampled bilinearly to the input size first.
+* feature error (Mahendran & Vedaldi, IJCV Sect. 5.1): ``||Phi(x_hat) - Phi(x)|| / ||Phi(x)||``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torchmetrics import Metric
+
+
+def match_size(reconstructions: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinearly resize reconstructions to the input images' ``(height, width)``."""
+    if tuple(reconstructions.shape[-2:]) == tuple(size):
+        return reconstructions
+    return F.interpolate(reconstructions, size=size, mode="bilinear", align_corners=False)
+
+
+def reconstruction_distances(images: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
+    """Per-image Euclidean distance ``||x_i - x_hat_i||_2`` after matching sizes."""
+    reconstructions = match_size(reconstructions.to(images.dtype), tuple(images.shape[-2:]))
+    return (images - reconstructions).flatten(1).norm(dim=1)
+
+
+def mean_pairwise_distance(images: torch.Tensor) -> torch.Tensor:
+    """N: the mean Euclidean distance over all pairs ``i < j`` of a set of images."""
+    if images.shape[0] < 2:
+        raise ValueError("the normalizer needs at least 2 images (it averages over pairs)")
+    return F.pdist(images.flatten(1).double()).mean()
+
+
+def normalized_reconstruction_error(
+    images: torch.Tensor,
+    reconstructions: torch.Tensor,
+    normalizer: torch.Tensor | float | None = None,
+) -> torch.Tensor:
+    """Per-image normalized error ``||x_i - x_hat_i|| / N``; ``.mean()`` is the paper's figure.
+
+    Args:
+        images: ``(n, 3, H, W)`` originals.
+        reconstructions: ``(n, 3, h, w)``, upsampled to ``H x W`` if smaller.
+        normalizer: N; computed from ``images`` when not given.
+    """
+    if normalizer is None:
+        normalizer = mean_pairwise_distance(images)
+    return reconstruction_distances(images, reconstructions).double() / normalizer
+
+
+def feature_error(features_hat: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    """Per-image relative feature error ``||Phi(x_hat) - Phi(x)|| / ||Phi(x)||``."""
+    diff = (features_hat - features).flatten(1).norm(dim=1)
+    return diff / features.flatten(1).norm(dim=1).clamp_min(torch.finfo(features.dtype).tiny)
+
+
+class NormalizedErrorMetric(Metric):
+    """Streaming normalized reconstruction error, reduced across DDP ranks by torchmetrics.
+
+    Distances are summed as batches arrive; the normalizer N needs the images themselves, so
+    the first ``max_normalizer_images`` images (per process) are kept. When every validation
+    image is kept, N is exactly the paper's; otherwise it is estimated on that subset.
+    ``compute()`` also returns the error of the constant mean-image predictor on the kept
+    images, the ~0.7 reference any decoder must beat.
+    """
+
+    full_state_update = False
+
+    def __init__(self, max_normalizer_images: int = 512) -> None:
+        super().__init__()
+        self.max_normalizer_images = max_normalizer_images
+        self.add_state("distance_sum", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("kept", [], dist_reduce_fx="cat")
+
+    def update(self, images: torch.Tensor, reconstructions: torch.Tensor) -> None:
+        images = images.float()
+        self.distance_sum += (
+            reconstruction_distances(images, reconstructions.float()).double().sum()
+        )
+        self.count += images.shape[0]
+        room = self.max_normalizer_images - sum(k.shape[0] for k in self.kept)
+        if room > 0:
+            self.kept.append(images[:room].detach())
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        kept = self.kept if isinstance(self.kept, torch.Tensor) else torch.cat(self.kept)
+        normalizer = mean_pairwise_distance(kept)
+        mean_image = kept.mean(dim=0, keepdim=True).expand_as(kept)
+        return {
+            "normalized_error": self.distance_sum / self.count.clamp_min(1) / normalizer,
+            "normalizer": normalizer,
+            "mean_image_error": normalized_reconstruction_error(
+                kept, mean_image, normalizer
+            ).mean(),
+        }

@@ -1,0 +1,326 @@
+"""VLFeat's UoCTTI HOG (Felzenszwalb et al.) in torch: batched, on any device, differentiable.
+
+This follows ``shared/specs/features.md`` and VLFeat's ``vl/hog.c`` (``vl_hog_put_image`` and
+``vl_hog_extract``) step by step; the numbers in the comments are the spec's steps. Dosovitskiy
+& Brox (Sect. 2.1) invert exactly this descriptor with cell size 8 on grey images.
+
+The work is arranged so that nothing of size (pixels x 18 orientations) is ever materialized:
+each pixel votes into one (or, for HOGb, two) orientation bins, the bilinear vote along x is a
+``scatter_add`` into (row, orientation, cell column) and the bilinear vote along y is a small
+matrix product with a fixed (cells x rows) weight matrix.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from featinv.representations.base import (
+    Representation,
+    as_pair,
+    check_images,
+    register,
+    rgb_to_grey,
+)
+
+#: Step 6: the truncation threshold of every normalized histogram value.
+_CLAMP = 0.2
+#: Step 5: the smoothing epsilon of the block normalization (depends on the image scale).
+_NORM_EPS = 1e-4
+#: Step 6: VLFeat's texture factor ``1 / sqrt(18)`` computed in float32.
+_TEXTURE_FACTOR = 1.0 / math.sqrt(18.0)
+
+
+def hog_grid_size(height: int, width: int, cell_size: int = 8) -> tuple[int, int]:
+    """Step 1: the number of HOG cells ``(hogH, hogW)`` VLFeat uses for an image."""
+    return (height + cell_size // 2) // cell_size, (width + cell_size // 2) // cell_size
+
+
+def _orientation_table(
+    like: torch.Tensor, num_orientations: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unit vectors along the bin centres, computed in double and rounded to ``like``'s dtype.
+
+    In float32 these are exactly ``vl_hog_new``'s tables; in float64 they are exact, so that
+    the bilinear weight's acos and its atan2 gradient (below) describe the same function.
+    """
+    angles = torch.arange(num_orientations, dtype=torch.float64) * (math.pi / num_orientations)
+    return angles.cos().to(like), angles.sin().to(like)
+
+
+def _bilinear_cell_weights(
+    num_pixels: int, num_cells: int, cell_size: int, dtype: torch.dtype, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Step 4 along one axis, for the pixels 1..num_pixels-2 that vote.
+
+    Returns the left cell index shifted by one (so -1, which VLFeat drops, becomes 0 of a padded
+    axis) and the weights of the left and right cells; votes into the padded border cells are
+    cropped away later, which is VLFeat's "outside votes dropped".
+    """
+    coords = torch.arange(1, num_pixels - 1, dtype=torch.float64, device=device)
+    h = (coords + 0.5) / cell_size - 0.5
+    left = torch.floor(h)
+    w_right = h - left
+    return (left + 1).long(), (1 - w_right).to(dtype), w_right.to(dtype)
+
+
+def _row_binning_matrix(
+    num_pixels: int, num_cells: int, cell_size: int, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    """Dense ``(num_cells, num_pixels - 2)`` matrix of the bilinear votes of rows into cells."""
+    padded_index, w_top, w_bottom = _bilinear_cell_weights(
+        num_pixels, num_cells, cell_size, dtype, device
+    )
+    matrix = torch.zeros(num_cells + 2, num_pixels - 2, dtype=dtype, device=device)
+    rows = torch.arange(num_pixels - 2, device=device)
+    matrix[padded_index, rows] = w_top
+    matrix[padded_index + 1, rows] = w_bottom
+    return matrix[1 : num_cells + 1]
+
+
+class _SafeSqrt(torch.autograd.Function):
+    """sqrt whose derivative at 0 is 0 instead of inf (flat image regions have m = 0)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        out = torch.sqrt(x)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (out,) = ctx.saved_tensors
+        return torch.where(out > 0, grad / (2 * out).clamp_min(torch.finfo(out.dtype).tiny), 0.0)
+
+
+def _gradients(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Step 2: central differences, the channel of largest gradient, and its magnitude."""
+    gx = image[..., 1:-1, 2:] - image[..., 1:-1, :-2]
+    gy = image[..., 2:, 1:-1] - image[..., :-2, 1:-1]
+    norm2 = gx * gx + gy * gy
+    if image.shape[1] > 1:
+        # argmax returns the first maximum: VLFeat's strict ">" keeps the first channel on ties.
+        best = norm2.argmax(dim=1, keepdim=True)
+        gx, gy, norm2 = gx.gather(1, best), gy.gather(1, best), norm2.gather(1, best)
+    return gx[:, 0], gy[:, 0], _SafeSqrt.apply(norm2[:, 0])
+
+
+def _vlfeat_bins(
+    gx: torch.Tensor, gy: torch.Tensor, num_orientations: int, rank: int = 0
+) -> torch.Tensor:
+    """Step 3 verbatim for a few pixels: all projections, the best (rank 0) or second-best
+    (rank 1) |s_k| as VLFeat's scan finds them (first maximum wins ties), with the sign rule.
+    """
+    cos_table, sin_table = _orientation_table(gx, num_orientations)
+    scores = gx[:, None] * cos_table + gy[:, None] * sin_table
+    magnitudes = scores.abs()
+    best = magnitudes.argmax(dim=1, keepdim=True)
+    if rank == 1:
+        best = magnitudes.scatter(1, best, -1.0).argmax(dim=1, keepdim=True)
+    return best[:, 0] + num_orientations * (scores.gather(1, best)[:, 0] < 0)
+
+
+@torch.no_grad()
+def _hard_orientation_bins(
+    gx: torch.Tensor, gy: torch.Tensor, num_orientations: int
+) -> torch.Tensor:
+    """Step 3, hard assignment: the directed bin of every pixel, rotated by half a turn.
+
+    argmax_k |s_k| with the sign rule is the directed bin centre nearest to the gradient angle,
+    i.e. the rounded angle. Only near a bin boundary can rounding and VLFeat's float32
+    projections disagree, so those few pixels are recomputed with VLFeat's own scan.
+
+    Returns (as floats) ``(bin + n) mod 2n``, except that angles next to +pi give 2n rather
+    than 0: shifting the angle by +pi makes it non-negative, so rounding is a floor and no
+    integer modulo over every pixel is needed. ``hog_features`` undoes the rotation.
+    """
+    # angle in units of bins, shifted into [0.5, 2n + 0.5] so that floor() rounds.
+    turns = torch.atan2(gy, gx).mul_(num_orientations / math.pi).add_(num_orientations + 0.5)
+    nearest = turns.floor()
+    ambiguous = (turns - nearest).sub_(0.5).abs_() > 0.5 - 1e-3
+    where = ambiguous.nonzero(as_tuple=True)
+    if where[0].numel():
+        exact = _vlfeat_bins(gx[where], gy[where], num_orientations)
+        nearest[where] = exact.add_(num_orientations).remainder_(2 * num_orientations).to(nearest)
+    return nearest
+
+
+def _bilinear_orientation_votes(
+    gx: torch.Tensor, gy: torch.Tensor, magnitude: torch.Tensor, num_orientations: int
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Step 3, bilinear assignment ("HOGb"): the two best bins and their weights.
+
+    The best and second-best undirected bins are the two bin centres around the gradient's
+    angle, so two float32 projections (as VLFeat computes them) replace nine.
+    """
+    cos_table, sin_table = _orientation_table(gx, num_orientations)
+    with torch.no_grad():
+        turns = torch.atan2(gy, gx).mul_(num_orientations / math.pi).add_(num_orientations)
+        k0 = turns.long().remainder_(num_orientations)
+        k1 = (k0 + 1).remainder_(num_orientations)
+    s0 = gx * cos_table[k0] + gy * sin_table[k0]
+    s1 = gx * cos_table[k1] + gy * sin_table[k1]
+    a0, a1 = s0.abs(), s1.abs()
+    # VLFeat scans k upwards with a strict ">": on a tie the lower k wins.
+    first = (a0 > a1) | ((a0 == a1) & (k0 < k1))
+    k_best, k_second = torch.where(first, k0, k1), torch.where(first, k1, k0)
+    s_best, s_second = torch.where(first, s0, s1), torch.where(first, s1, s0)
+    bins = [
+        k_best + num_orientations * (s_best < 0),
+        k_second + num_orientations * (s_second < 0),
+    ]
+    # At a bin centre VLFeat's float32 acosf still gives the second bin a weight of ~1e-3, and
+    # which neighbour gets it is decided by the last bits of two projections: ask VLFeat's scan.
+    with torch.no_grad():
+        frac = turns - turns.floor()
+        where = ((frac < 1e-3) | (frac > 1 - 1e-3)).nonzero(as_tuple=True)
+        if where[0].numel():
+            bins[1][where] = _vlfeat_bins(gx[where], gy[where], num_orientations, rank=1)
+    # VLFeat: angle0 = acosf(min(|s_best| / max(m, 1e-10), 1)). Its derivative is infinite at
+    # the bin centre, so the forward value is VLFeat's and the gradient is that of the
+    # equivalent atan2(|cross|, |dot|), made safe where the gradient vanishes.
+    with torch.no_grad():
+        angle_vlfeat = torch.acos((s_best.abs() / magnitude.clamp_min(1e-10)).clamp(max=1.0))
+    cross = gy * cos_table[k_best] - gx * sin_table[k_best]
+    moving = magnitude > 0
+    angle_smooth = torch.atan2(
+        torch.where(moving, cross.abs(), 0.0), torch.where(moving, s_best.abs(), 1.0)
+    )
+    angle = angle_smooth + (angle_vlfeat - angle_smooth).detach()
+    second_weight = angle / (math.pi / num_orientations)
+    return bins, [magnitude * (1 - second_weight), magnitude * second_weight]
+
+
+def hog_features(
+    image: torch.Tensor,
+    cell_size: int = 8,
+    num_orientations: int = 9,
+    bilinear_orientations: bool = False,
+) -> torch.Tensor:
+    """UoCTTI HOG of a batch of images, exactly as VLFeat computes it.
+
+    Args:
+        image: ``(B, C, H, W)`` float tensor, any value scale (VLFeat's examples use [0, 1];
+            the scale only matters through the 1e-4 of the block normalization).
+        cell_size: pixels per cell side.
+        num_orientations: undirected orientations (9 in the paper: 31 output channels).
+        bilinear_orientations: split each vote between the two nearest orientation bins
+            (VLFeat's bilinear orientation assignment, "HOGb" in Mahendran & Vedaldi, IJCV).
+
+    Returns:
+        ``(B, 3 * num_orientations + 4, hogH, hogW)`` features.
+    """
+    batch, _, height, width = image.shape
+    if height < 4 or width < 4:
+        raise ValueError(f"HOG needs images larger than 3x3 pixels, got {height}x{width}")
+    hog_h, hog_w = hog_grid_size(height, width, cell_size)
+    n_dir = 2 * num_orientations
+    dtype, device = image.dtype, image.device
+
+    gx, gy, magnitude = _gradients(image)
+    if bilinear_orientations:
+        bins, weights = _bilinear_orientation_votes(gx, gy, magnitude, num_orientations)
+    else:
+        bins, weights = [_hard_orientation_bins(gx, gy, num_orientations)], [magnitude]
+
+    # Step 4 along x: scatter each vote into (row, orientation x padded cell column). The right
+    # cell's vote goes through a view shifted by one column, so both share one index tensor.
+    # The hard path's bins are rotated by n and its block 2n is a second copy of block 0.
+    col_index, w_left, w_right = _bilinear_cell_weights(width, hog_w, cell_size, dtype, device)
+    padded_w = hog_w + 2
+    n_blocks = n_dir + 1
+    rows_hist = torch.zeros(batch, height - 2, n_blocks * padded_w, dtype=dtype, device=device)
+    for bin_index, weight in zip(bins, weights, strict=True):
+        index = (bin_index * padded_w).add_(col_index.to(bin_index.dtype)).long()
+        rows_hist.scatter_add_(2, index, weight * w_left)
+        rows_hist[..., 1:].scatter_add_(2, index, weight * w_right)
+
+    # Step 4 along y: (hogH, rows) @ (B, rows, blocks x padded cols), then crop the padding.
+    row_matrix = _row_binning_matrix(height, hog_h, cell_size, dtype, device)
+    hist = torch.matmul(row_matrix, rows_hist).view(batch, hog_h, n_blocks, padded_w)
+    hist = hist[..., 1 : hog_w + 1].permute(0, 2, 1, 3)
+    if not bilinear_orientations:
+        n = num_orientations
+        hist = torch.cat([hist[:, n:n_dir], hist[:, :1] + hist[:, n_dir:], hist[:, 1:n]], dim=1)
+    else:
+        hist = hist[:, :n_dir]
+
+    # Step 5: energies of the undirected histograms, 2x2 block sums with replicated borders.
+    undirected = hist[:, :num_orientations] + hist[:, num_orientations:]
+    energy = (undirected * undirected).sum(dim=1, keepdim=True)
+    energy = torch.nn.functional.pad(energy, (1, 1, 1, 1), mode="replicate")
+    block = (
+        energy[..., :-1, :-1] + energy[..., :-1, 1:] + energy[..., 1:, :-1] + energy[..., 1:, 1:]
+    )
+    factor = torch.rsqrt(block + _NORM_EPS)[:, 0]
+    # TL, TR, BL, BR blocks of each cell: (B, 4, 1, hogH, hogW).
+    factors = torch.stack(
+        [factor[:, :-1, :-1], factor[:, :-1, 1:], factor[:, 1:, :-1], factor[:, 1:, 1:]], dim=1
+    ).unsqueeze(2)
+
+    # Step 6: truncated, block-averaged directed and undirected histograms and 4 texture values.
+    directed = (factors * hist.unsqueeze(1)).clamp(max=_CLAMP)
+    undirected_clamped = (factors * undirected.unsqueeze(1)).clamp(max=_CLAMP)
+    texture = _TEXTURE_FACTOR * undirected_clamped.sum(dim=2)
+    return torch.cat(
+        [0.5 * directed.sum(dim=1), 0.5 * undirected_clamped.sum(dim=1), texture], dim=1
+    )
+
+
+@register("hog")
+class HOG(Representation):
+    """UoCTTI HOG of grey images, 31 channels at cell size 8 (Dosovitskiy & Brox, Sect. 2.1).
+
+    Args:
+        cell_size: pixels per cell side (VLFeat default 8).
+        num_orientations: undirected orientations (9: 31 channels).
+        bilinear_orientations: VLFeat's bilinear orientation assignment ("HOGb").
+        grayscale: convert RGB to grey first, as the paper does; if false, VLFeat's colour
+            mode takes, per pixel, the channel of largest gradient.
+    """
+
+    name = "hog"
+    differentiable = True
+    min_image_size = 4
+
+    def __init__(
+        self,
+        cell_size: int = 8,
+        num_orientations: int = 9,
+        bilinear_orientations: bool = False,
+        grayscale: bool = True,
+    ) -> None:
+        super().__init__()
+        self.cell_size = cell_size
+        self.num_orientations = num_orientations
+        self.bilinear_orientations = bilinear_orientations
+        self.grayscale = grayscale
+
+    @property
+    def num_channels(self) -> int:
+        return 3 * self.num_orientations + 4
+
+    def output_shape(self, image_size: int | tuple[int, int]) -> tuple[int, int, int]:
+        height, width = as_pair(image_size)
+        return (self.num_channels, *hog_grid_size(height, width, self.cell_size))
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "cell_size": self.cell_size,
+            "num_orientations": self.num_orientations,
+            "bilinear_orientations": self.bilinear_orientations,
+            "grayscale": self.grayscale,
+        }
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        check_images(images, self.min_image_size, "HOG")
+        if self.grayscale:
+            images = rgb_to_grey(images)
+        return hog_features(
+            images, self.cell_size, self.num_orientations, self.bilinear_orientations
+        )
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.config().items())

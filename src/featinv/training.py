@@ -1,0 +1,173 @@
+"""The LightningModule that trains one inversion network (Dosovitskiy & Brox, Sect. 2.2).
+
+It is thin on purpose: it takes plain values, builds the representation and the decoder by
+name, and saves those values with ``save_hyperparameters()``, so a checkpoint describes
+itself and ``featinv.Inverter.from_checkpoint`` rebuilds the networks without Lightning.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback
+
+from featinv.evaluation import NormalizedErrorMetric, match_size
+from featinv.figures import comparison_grid
+from featinv.networks import CHECKPOINT_FORMAT, build_networks
+
+log = logging.getLogger(__name__)
+
+
+class InversionModule(L.LightningModule):
+    """Train a decoder f to minimize ``||x - f(Phi(x))||^2`` (MSE, Eq. 3) with Adam.
+
+    Args:
+        representation: registered name of Phi (``hog``, ...).
+        representation_options: keyword arguments of that representation.
+        image_size: side of the training crops.
+        decoder_options: keyword arguments of the decoder (widths, bottleneck, ...).
+        lr: Adam learning rate (paper: 1e-3).
+        betas: Adam betas (paper: 0.9, 0.999).
+        weight_decay: Adam weight decay.
+        lr_decay_start: fraction of training after which the learning rate decays ("we
+            gradually decreased the learning rate towards the end of training").
+        lr_final_factor: the learning rate at the end, as a fraction of ``lr`` (linear decay).
+        train_encoder: also train Phi's parameters (the autoencoder upper bound, Sect. 4.2).
+        max_normalizer_images: validation images kept to compute the normalizer N.
+        grid_images: validation images shown in the reconstruction grid.
+    """
+
+    def __init__(
+        self,
+        representation: str = "hog",
+        representation_options: dict[str, Any] | None = None,
+        image_size: int = 64,
+        decoder_options: dict[str, Any] | None = None,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        weight_decay: float = 0.0,
+        lr_decay_start: float = 0.75,
+        lr_final_factor: float = 0.1,
+        train_encoder: bool = False,
+        max_normalizer_images: int = 512,
+        grid_images: int = 16,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.representation, self.decoder = build_networks(
+            representation, representation_options, image_size, decoder_options
+        )
+        self.representation.requires_grad_(train_encoder)
+        self.val_metric = NormalizedErrorMetric(max_normalizer_images)
+        self.val_examples: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """Phi(x) on the device, in float32 even under mixed precision (HOG's binning is exact)."""
+        with torch.autocast(images.device.type, enabled=False):
+            if self.hparams.train_encoder:
+                return self.representation(images.float())
+            with torch.no_grad():
+                return self.representation(images.float())
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.decoder(features)
+
+    def _reconstruct(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        images = batch["image"]
+        return images, self.decoder(self.features(images))
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        images, reconstructions = self._reconstruct(batch)
+        # A decoder may predict a smaller image than its input (Sect. 2.2): compare at its size.
+        target = match_size(images, tuple(reconstructions.shape[-2:]))
+        loss = F.mse_loss(reconstructions.float(), target)
+        self.log("train/loss", loss, prog_bar=True, batch_size=images.shape[0])
+        if self._trainer is not None and self.trainer.optimizers:
+            self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        images, reconstructions = self._reconstruct(batch)
+        self.val_metric.update(images, reconstructions)
+        if batch_idx == 0:
+            n = self.hparams.grid_images
+            self.val_examples = (
+                images[:n].detach().cpu(),
+                reconstructions[:n].detach().float().cpu(),
+            )
+
+    def on_validation_epoch_end(self) -> None:
+        results = self.val_metric.compute()
+        self.val_metric.reset()
+        self.log(
+            "val/normalized_error",
+            results["normalized_error"].float(),
+            prog_bar=True,
+            sync_dist=False,
+        )
+        self.log("val/mean_image_error", results["mean_image_error"].float())
+        self.log("val/normalizer", results["normalizer"].float())
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(
+            params,
+            lr=self.hparams.lr,
+            betas=tuple(self.hparams.betas),
+            weight_decay=self.hparams.weight_decay,
+        )
+        total = (
+            self.trainer.estimated_stepping_batches if self._trainer is not None else float("inf")
+        )
+        start, final = self.hparams.lr_decay_start, self.hparams.lr_final_factor
+
+        def factor(step: int) -> float:
+            if not torch.isfinite(torch.tensor(float(total))) or total <= 0:
+                return 1.0
+            progress = step / total
+            if progress <= start:
+                return 1.0
+            return 1.0 - (1.0 - final) * min((progress - start) / max(1.0 - start, 1e-8), 1.0)
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["featinv"] = {"format": CHECKPOINT_FORMAT}
+
+
+class ReconstructionGrid(Callback):
+    """After each validation, write ``val_grid.png`` (original | reconstruction) and log it.
+
+    The PNG goes next to the checkpoints; with a wandb logger the grid is also logged as an
+    image, so runs can be compared by eye.
+    """
+
+    def __init__(self, filename: str = "val_grid.png") -> None:
+        self.filename = filename
+        self.last_path: Path | None = None
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        examples = getattr(pl_module, "val_examples", None)
+        if examples is None or trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        grid = comparison_grid(examples, ["original", "reconstruction"])
+        folder = (
+            Path(trainer.checkpoint_callback.dirpath or trainer.default_root_dir)
+            if trainer.checkpoint_callback
+            else Path(trainer.default_root_dir)
+        )
+        folder.mkdir(parents=True, exist_ok=True)
+        self.last_path = folder / self.filename
+        grid.save(self.last_path)
+        for logger in trainer.loggers:
+            if hasattr(logger, "log_image"):
+                logger.log_image("val/reconstructions", [grid], step=trainer.global_step)

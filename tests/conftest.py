@@ -1,0 +1,32 @@
+"""Shared fixtures: real photos from installed packages, tiny and seeded."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from featinv.data.bundled import VAL_PHOTOS, photo_path
+from featinv.data.images import decode_rgb, resize_shorter_side, to_tensor
+from featinv.data.transforms import center_crop
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """Every test builds the bundled shards (once per session) in a temporary cache."""
+    monkeypatch.setenv("FEATINV_CACHE", str(tmp_path_factory.getbasetemp() / "featinv-cache"))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+
+
+@pytest.fixture(scope="session")
+def photo_arrays() -> list[np.ndarray]:
+    """The validation photos of the bundled set as uint8 arrays (real images, several sizes)."""
+    return [decode_rgb(photo_path(name)) for name in VAL_PHOTOS]
+
+
+@pytest.fixture(scope="session")
+def photo_batch(photo_arrays: list[np.ndarray]) -> torch.Tensor:
+    """Five real photos as a ``(5, 3, 64, 64)`` batch in [0, 1]."""
+    crops = [center_crop(resize_shorter_side(a, 64), 64) for a in photo_arrays]
+    return torch.stack([to_tensor(c) for c in crops])

@@ -1,0 +1,76 @@
+"""Decoding: every image mode becomes RGB uint8; undecodable data raises one clear error."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from featinv.data.images import CorruptImageError, decode_rgb, encode_image
+
+
+def _png(image: Image.Image, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def test_grey_is_replicated_to_three_channels():
+    grey = np.arange(64, dtype=np.uint8).reshape(8, 8)
+    out = decode_rgb(_png(Image.fromarray(grey)))
+    assert out.shape == (8, 8, 3) and out.dtype == np.uint8
+    assert (out == grey[..., None]).all()
+
+
+def test_rgba_is_composited_on_white():
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[..., 0] = 200  # red, fully transparent left half, opaque right half
+    rgba[:, 2:, 3] = 255
+    out = decode_rgb(_png(Image.fromarray(rgba, "RGBA")))
+    assert (out[:, :2] == 255).all()
+    assert (out[:, 2:] == [200, 0, 0]).all()
+
+
+def test_palette_image_keeps_its_colours():
+    rgb = np.zeros((4, 4, 3), np.uint8)
+    rgb[:2] = [10, 200, 30]
+    palette = Image.fromarray(rgb).quantize(colors=4)
+    assert palette.mode == "P"
+    assert (decode_rgb(_png(palette)) == rgb).all()
+
+
+def test_sixteen_bit_grey_is_rescaled_not_clipped():
+    values = np.array([[0, 32768, 65535, 65535]], dtype=np.uint16)
+    encoded = _png(Image.fromarray(values))
+    assert Image.open(io.BytesIO(encoded)).mode.startswith("I")  # a 16-bit grey PNG
+    out = decode_rgb(encoded)
+    assert out[0, :, 0].tolist() == [0, 128, 255, 255]
+
+
+def test_cmyk_jpeg_is_converted():
+    cmyk = Image.new("CMYK", (8, 8), (0, 255, 255, 0))  # pure red in CMYK
+    out = decode_rgb(_png(cmyk, "JPEG"))
+    assert out.shape == (8, 8, 3)
+    assert out[..., 0].mean() > 200 and out[..., 1].mean() < 60
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [(b"", "empty"), (b"not an image at all", "cannot decode"), (None, "cannot decode")],
+    ids=["zero-bytes", "garbage", "truncated-jpeg"],
+)
+def test_undecodable_data_raises_corrupt_image_error(data, message):
+    if data is None:
+        data = encode_image(np.full((64, 64, 3), 90, np.uint8))[:200]
+    with pytest.raises(CorruptImageError, match=message):
+        decode_rgb(data)
+
+
+def test_png_encoding_is_lossless():
+    rng = np.random.default_rng(0)
+    array = rng.integers(0, 256, (16, 24, 3), dtype=np.uint8)
+    assert (decode_rgb(encode_image(array, "png")) == array).all()
+    with pytest.raises(ValueError, match="'jpg' or 'png'"):
+        encode_image(array, "gif")

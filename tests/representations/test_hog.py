@@ -1,0 +1,118 @@
+"""HOG: parity with the spec's NumPy transcription and with dlib's FHOG, gradients, shapes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from featinv.representations import HOG, build_representation, hog_features
+from featinv.representations.base import GREY_WEIGHTS
+from tests.representations.hog_reference import reference_hog
+
+SIZES = [(64, 64), (100, 77), (123, 130), (37, 45)]
+
+
+def grey_of(array: np.ndarray) -> np.ndarray:
+    return (array.astype(np.float32) / 255 * np.array(GREY_WEIGHTS, np.float32)).sum(-1)
+
+
+# HOG is held to the issue's 1e-5 (it matches to ~1e-7). HOGb's weight acos(|s|/m) amplifies
+# float32 rounding near bin centres: torch's own float32 and float64 results differ by ~8e-5
+# there, so 1e-4 is what "the same function in float32" can promise.
+@pytest.mark.parametrize(
+    ("bilinear", "tolerance"), [(False, 1e-5), (True, 1e-4)], ids=["hog", "hogb"]
+)
+def test_matches_numpy_transcription_of_the_spec(photo_arrays, bilinear, tolerance):
+    worst = 0.0
+    for array in photo_arrays:
+        for height, width in SIZES:
+            grey = grey_of(array[:height, :width]).astype(np.float32)
+            ours = hog_features(torch.from_numpy(grey)[None, None], bilinear_orientations=bilinear)
+            ref = reference_hog(grey, bilinear=bilinear)
+            assert ours.shape[1:] == ref.shape
+            worst = max(worst, float(np.abs(ours[0].double().numpy() - ref).max()))
+    assert worst <= tolerance, f"max abs difference {worst:.2e}"
+
+
+def test_colour_mode_takes_the_channel_of_largest_gradient(photo_arrays):
+    array = photo_arrays[0][:72, :80].astype(np.float32) / 255
+    ours = hog_features(torch.from_numpy(array).permute(2, 0, 1)[None])[0].double().numpy()
+    assert np.abs(ours - reference_hog(array)).max() <= 1e-5
+
+
+@pytest.mark.parametrize("size", [64, 100, 123, 150, 256])
+def test_matches_dlib_fhog(photo_arrays, size):
+    """Channels 0-26 agree with dlib (pyfhog), up to the differences the spec lists."""
+    pyfhog = pytest.importorskip("pyfhog")
+    diffs = []
+    for array in photo_arrays:
+        if min(array.shape[:2]) < size:
+            continue
+        grey = np.round(grey_of(array[:size, :size]) * 255).clip(0, 255).astype(np.uint8)
+        dlib = pyfhog.extract_fhog_features(np.ascontiguousarray(np.repeat(grey[..., None], 3, 2)))
+        cells = (size + 4) // 8
+        dlib = dlib.reshape(cells - 2, cells - 2, 31)  # [row][col][31], one ring of cells dropped
+        # dlib reads only the cells * 8 pixels its grid covers (found here, not in the spec):
+        # when size % 8 is 1..3 the last pixels are ignored, so give both the same pixels.
+        visible = min(size, cells * 8)
+        ours = hog_features(
+            torch.from_numpy(grey[:visible, :visible].astype(np.float32))[None, None]
+        )
+        ours = ours[0, :, 1:-1, 1:-1].permute(1, 2, 0).numpy()
+        diffs.append(np.abs(dlib[..., :27] - ours[..., :27]).ravel())
+    diff = np.concatenate(diffs)
+    assert diff.mean() <= 1e-3, f"mean abs difference {diff.mean():.2e}"
+    assert (diff <= 1e-2).mean() >= 0.99
+
+
+@pytest.mark.parametrize("bilinear", [False, True], ids=["hog", "hogb"])
+def test_gradcheck_float64(bilinear):
+    torch.manual_seed(0)
+    image = torch.rand(1, 1, 12, 13, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda x: hog_features(x, bilinear_orientations=bilinear), (image,), eps=1e-6, atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("bilinear", [False, True], ids=["hog", "hogb"])
+def test_gradient_is_finite_on_flat_and_half_flat_images(bilinear):
+    image = torch.full((1, 3, 24, 24), 0.5, requires_grad=True)
+    with torch.no_grad():
+        image[..., 12:] = 0.9  # one edge, flat elsewhere
+    HOG(bilinear_orientations=bilinear)(image).square().sum().backward()
+    assert torch.isfinite(image.grad).all()
+    assert image.grad.abs().sum() > 0
+
+
+def test_batched_equals_one_image_at_a_time(photo_batch):
+    hog = HOG()
+    together = hog(photo_batch)
+    alone = torch.cat([hog(image[None]) for image in photo_batch])
+    torch.testing.assert_close(together, alone, rtol=0, atol=1e-6)
+
+
+def test_output_shape_and_registry():
+    hog = build_representation("hog")
+    assert hog.differentiable and not hog.runs_in_loader
+    assert hog.output_shape(256) == (31, 32, 32)
+    assert hog.output_shape((100, 77)) == (31, 13, 10)
+    assert hog(torch.rand(2, 3, 100, 77)).shape == (2, 31, 13, 10)
+
+
+def test_bad_input_is_explained():
+    with pytest.raises(ValueError, match=r"unknown representation 'hug'.*hog"):
+        build_representation("hug")
+    with pytest.raises(ValueError, match=r"\(batch, 3, height, width\)"):
+        HOG()(torch.rand(3, 64, 64))
+    with pytest.raises(ValueError, match="at least 4x4"):
+        HOG()(torch.rand(1, 3, 3, 64))
+    with pytest.raises(ValueError, match="floating-point"):
+        HOG()(torch.zeros(1, 3, 16, 16, dtype=torch.uint8))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_matches_cpu(photo_batch):
+    cpu = HOG()(photo_batch)
+    gpu = HOG()(photo_batch.cuda()).cpu()
+    torch.testing.assert_close(gpu, cpu, rtol=0, atol=1e-5)

@@ -1,0 +1,57 @@
+"""The metrics: agreement with NumPy, the perfect and the constant predictors, streaming."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from featinv.evaluation import (
+    NormalizedErrorMetric,
+    feature_error,
+    mean_pairwise_distance,
+    normalized_reconstruction_error,
+)
+
+
+def test_agrees_with_a_direct_numpy_computation(photo_batch):
+    torch.manual_seed(0)
+    recon = (photo_batch + 0.1 * torch.randn_like(photo_batch)).clamp(0, 1)
+    x, y = photo_batch.double().numpy(), recon.double().numpy()
+    pairs = [np.linalg.norm(x[i] - x[j]) for i, j in itertools.combinations(range(len(x)), 2)]
+    expected = np.mean([np.linalg.norm(x[i] - y[i]) for i in range(len(x))]) / np.mean(pairs)
+    ours = normalized_reconstruction_error(photo_batch, recon).mean().item()
+    assert ours == pytest.approx(expected, rel=1e-5)
+    assert mean_pairwise_distance(photo_batch).item() == pytest.approx(np.mean(pairs), rel=1e-6)
+
+
+def test_perfect_reconstruction_scores_zero_and_mean_image_about_point_seven(photo_batch):
+    assert normalized_reconstruction_error(photo_batch, photo_batch).mean().item() == 0
+    mean_image = photo_batch.mean(0, keepdim=True).expand_as(photo_batch)
+    score = normalized_reconstruction_error(photo_batch, mean_image).mean().item()
+    assert 0.6 < score < 0.8  # about 1/sqrt(2) for images far apart
+
+
+def test_small_reconstructions_are_upsampled_first(photo_batch):
+    half = torch.nn.functional.interpolate(photo_batch, scale_factor=0.5, mode="bilinear")
+    err = normalized_reconstruction_error(photo_batch, half).mean().item()
+    assert 0 < err < 0.3
+
+
+def test_streaming_metric_equals_the_batch_computation(photo_batch):
+    torch.manual_seed(1)
+    recon = photo_batch.flip(0)
+    metric = NormalizedErrorMetric()
+    metric.update(photo_batch[:2], recon[:2])
+    metric.update(photo_batch[2:], recon[2:])
+    result = metric.compute()
+    expected = normalized_reconstruction_error(photo_batch, recon).mean()
+    assert result["normalized_error"].item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_feature_error_is_relative():
+    phi = torch.tensor([[3.0, 4.0]])
+    assert feature_error(phi, phi).item() == 0
+    assert feature_error(torch.zeros_like(phi), phi).item() == pytest.approx(1.0)

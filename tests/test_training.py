@@ -1,0 +1,101 @@
+"""Training: the loss falls, the schedule decays, checkpoints describe themselves."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+
+from featinv import Inverter
+from featinv.cli import main
+from featinv.data.datamodule import InversionDataModule
+from featinv.training import InversionModule
+
+TINY_DECODER = {"width": 16, "max_width": 32, "min_width": 8}
+
+
+def test_loss_falls_on_a_fixed_batch(photo_batch):
+    torch.manual_seed(0)
+    module = InversionModule(image_size=64, decoder_options=TINY_DECODER)
+    optimizer = torch.optim.Adam(module.decoder.parameters(), lr=1e-3)
+    batch = {"image": photo_batch}
+    losses = []
+    for _ in range(60):
+        optimizer.zero_grad()
+        loss = module.training_step(batch, 0)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses[::10]
+
+
+def _fit(
+    tmp_path, max_steps: int = 4, **model_options
+) -> tuple[L.Trainer, InversionModule, InversionDataModule]:
+    torch.manual_seed(0)
+    module = InversionModule(image_size=32, decoder_options=TINY_DECODER, **model_options)
+    data = InversionDataModule(image_size=32, batch_size=4, num_workers=0, batches_per_epoch=2)
+    trainer = L.Trainer(
+        max_steps=max_steps,
+        logger=False,
+        enable_checkpointing=True,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+    )
+    trainer.fit(module, data)
+    return trainer, module, data
+
+
+def test_checkpoint_round_trip_through_inverter(tmp_path, photo_batch):
+    trainer, module, _ = _fit(tmp_path)
+    path = tmp_path / "round-trip.ckpt"
+    trainer.save_checkpoint(path)
+    images = torch.nn.functional.interpolate(photo_batch, size=32, mode="bilinear")
+    module.eval()
+    with torch.no_grad():
+        expected = module(module.features(images))
+    inverter = Inverter.from_checkpoint(path, device="cpu")
+    assert torch.equal(inverter.reconstruct(images), expected)
+    assert torch.equal(inverter.decode(module.features(images)), expected)
+    assert inverter.hparams["decoder_options"] == TINY_DECODER
+
+
+def test_learning_rate_decays_near_the_end(tmp_path):
+    trainer, _, _ = _fit(tmp_path, max_steps=8, lr_decay_start=0.5, lr_final_factor=0.1)
+    lr = trainer.optimizers[0].param_groups[0]["lr"]
+    assert lr == pytest.approx(1e-4, rel=1e-6)
+
+
+def test_validation_reports_the_normalized_error(tmp_path):
+    trainer, _, _ = _fit(tmp_path)
+    metrics = trainer.callback_metrics
+    assert 0 < float(metrics["val/normalized_error"]) < 5
+    assert 0.5 < float(metrics["val/mean_image_error"]) < 0.9
+
+
+@pytest.mark.slow
+def test_command_line_default_job_writes_checkpoints_grid_and_wandb_run(
+    tmp_path, monkeypatch, capsys
+):
+    """`python train.py` with a few steps: wandb offline, best/last checkpoints, PNG grid."""
+    monkeypatch.chdir(tmp_path)
+    main(
+        [
+            "--trainer.max_steps=3",
+            "--data.batches_per_epoch=3",
+            "--data.num_workers=0",
+            "--data.image_size=32",
+            "--model.decoder_options={width: 8, max_width: 16, min_width: 8}",
+            "--trainer.enable_progress_bar=false",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert "validation normalized error (best)" in out
+    assert (tmp_path / "checkpoints" / "hog" / "best.ckpt").exists()
+    assert (tmp_path / "checkpoints" / "hog" / "last.ckpt").exists()
+    assert (tmp_path / "checkpoints" / "hog" / "val_grid.png").exists()
+    assert list((tmp_path / "logs" / "wandb").glob("offline-run-*"))
+    inverter = Inverter.from_checkpoint(tmp_path / "checkpoints" / "hog" / "best.ckpt")
+    assert inverter.reconstruct(torch.rand(1, 3, 32, 32)).shape == (1, 3, 32, 32)
