@@ -20,9 +20,21 @@ from featinv.training import InversionModule, ReconstructionGrid
 
 SUBCOMMANDS = {"fit", "validate", "test", "predict"}
 
-#: The embedded default's trainer: CPU-sized, wandb offline, best and last checkpoints.
+#: The embedded default's decoder, tuned for 64-pixel crops on 2 CPU cores: HOG is 8x8 there,
+#: and an 8x8 bottleneck (no contraction) learns far faster than the paper's 1/64 contraction,
+#: which at this size would be 1x1 (measured: 0.57 vs 0.73 normalized error after 1100 steps
+#: at 4x4). configs/hog.yaml restores the paper's architecture for 256-pixel ImageNet crops.
+DECODER_DEFAULTS: dict[str, Any] = {
+    "width": 128,
+    "max_width": 256,
+    "min_width": 32,
+    "min_bottleneck": 8,
+    "convs_per_level": 1,
+}
+
+#: The embedded default's trainer: 4000 steps on CPU, wandb offline.
 TRAINER_DEFAULTS: dict[str, Any] = {
-    "max_epochs": 20,
+    "max_epochs": 40,
     "accelerator": "auto",
     "devices": 1,
     "precision": "32-true",
@@ -47,6 +59,7 @@ class FeatinvCLI(LightningCLI):
                 "checkpoint.monitor": "val/normalized_error",
                 "checkpoint.mode": "min",
                 "checkpoint.save_last": True,
+                "model.decoder_options": DECODER_DEFAULTS,
             }
         )
         parser.add_lightning_class_args(ReconstructionGrid, "grid")
@@ -58,6 +71,10 @@ class FeatinvCLI(LightningCLI):
 
     def before_fit(self) -> None:
         self._started = time.perf_counter()
+        try:
+            self.datamodule.check_sources()
+        except FileNotFoundError as error:
+            sys.exit(f"featinv-train: error: {error}")
         folder = (
             Path(self.config[self.subcommand].checkpoint_dir) / self.model.hparams.representation
         )

@@ -64,6 +64,12 @@ class InversionDataModule(L.LightningDataModule):
             self.train_shards, self.val_shards = patterns["train"], patterns["val"]
             log.info("training on the bundled photo set: %s", patterns)
 
+    def check_sources(self) -> None:
+        """Fail early, with the pattern in the message, if a shard pattern matches nothing."""
+        for pattern in (self.train_shards, self.val_shards):
+            if pattern is not None:
+                expand_shards(pattern)
+
     def train_dataloader(self) -> wds.WebLoader:
         if self.train_shards is None:
             raise ValueError("no training shards: set data.train_shards")

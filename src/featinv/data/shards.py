@@ -291,3 +291,7 @@ def shard_pipeline(
         .select(lambda sample: sample is not None)
         .batched(batch_size, collation_fn=decoder.collate, partial=not train)
     )
+
+
+if __name__ == "__main__":
+    main()

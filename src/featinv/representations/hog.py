@@ -51,7 +51,7 @@ def _orientation_table(
 
 
 def _bilinear_cell_weights(
-    num_pixels: int, num_cells: int, cell_size: int, dtype: torch.dtype, device: torch.device
+    num_pixels: int, cell_size: int, dtype: torch.dtype, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Step 4 along one axis, for the pixels 1..num_pixels-2 that vote.
 
@@ -70,9 +70,7 @@ def _row_binning_matrix(
     num_pixels: int, num_cells: int, cell_size: int, dtype: torch.dtype, device: torch.device
 ) -> torch.Tensor:
     """Dense ``(num_cells, num_pixels - 2)`` matrix of the bilinear votes of rows into cells."""
-    padded_index, w_top, w_bottom = _bilinear_cell_weights(
-        num_pixels, num_cells, cell_size, dtype, device
-    )
+    padded_index, w_top, w_bottom = _bilinear_cell_weights(num_pixels, cell_size, dtype, device)
     matrix = torch.zeros(num_cells + 2, num_pixels - 2, dtype=dtype, device=device)
     rows = torch.arange(num_pixels - 2, device=device)
     matrix[padded_index, rows] = w_top
@@ -228,7 +226,7 @@ def hog_features(
     # Step 4 along x: scatter each vote into (row, orientation x padded cell column). The right
     # cell's vote goes through a view shifted by one column, so both share one index tensor.
     # The hard path's bins are rotated by n and its block 2n is a second copy of block 0.
-    col_index, w_left, w_right = _bilinear_cell_weights(width, hog_w, cell_size, dtype, device)
+    col_index, w_left, w_right = _bilinear_cell_weights(width, cell_size, dtype, device)
     padded_w = hog_w + 2
     n_blocks = n_dir + 1
     rows_hist = torch.zeros(batch, height - 2, n_blocks * padded_w, dtype=dtype, device=device)
