@@ -8,6 +8,7 @@ itself and ``featinv.Inverter.from_checkpoint`` rebuilds the networks without Li
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -104,12 +105,8 @@ class InversionModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         results = self.val_metric.compute()
         self.val_metric.reset()
-        self.log(
-            "val/normalized_error",
-            results["normalized_error"].float(),
-            prog_bar=True,
-            sync_dist=False,
-        )
+        # torchmetrics has already reduced the states across ranks: no sync_dist needed.
+        self.log("val/normalized_error", results["normalized_error"].float(), prog_bar=True)
         self.log("val/mean_image_error", results["mean_image_error"].float())
         self.log("val/normalizer", results["normalizer"].float())
 
@@ -127,7 +124,8 @@ class InversionModule(L.LightningModule):
         start, final = self.hparams.lr_decay_start, self.hparams.lr_final_factor
 
         def factor(step: int) -> float:
-            if not torch.isfinite(torch.tensor(float(total))) or total <= 0:
+            # Without a known length (no max_steps, endless loader) the rate stays constant.
+            if not math.isfinite(total) or total <= 0:
                 return 1.0
             progress = step / total
             if progress <= start:
