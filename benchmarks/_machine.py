@@ -1,11 +1,17 @@
-"""One line describing the machine a benchmark ran on."""
+"""Shared by the benchmarks: the machine they ran on, real photo crops, best-of timing."""
 
 from __future__ import annotations
 
 import os
 import platform
+import time
+from collections.abc import Callable
 
+import numpy as np
 import torch
+
+from featinv.data.bundled import TRAIN_PHOTOS, VAL_PHOTOS, photo_path
+from featinv.data.images import decode_rgb, resize_shorter_side
 
 
 def describe_machine() -> str:
@@ -19,3 +25,29 @@ def describe_machine() -> str:
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {gpu}"
+
+
+def photo_crops(batch: int, size: int, seed: int = 0) -> np.ndarray:
+    """``(batch, size, size, 3)`` uint8 random crops of the bundled photos."""
+    rng = np.random.default_rng(seed)
+    photos = [
+        resize_shorter_side(decode_rgb(photo_path(n)), size + 32) for n in TRAIN_PHOTOS + VAL_PHOTOS
+    ]
+    crops = []
+    for i in range(batch):
+        photo = photos[i % len(photos)]
+        top = rng.integers(0, photo.shape[0] - size + 1)
+        left = rng.integers(0, photo.shape[1] - size + 1)
+        crops.append(photo[top : top + size, left : left + size])
+    return np.stack(crops)
+
+
+def best_time(fn: Callable[[], object], repeats: int) -> float:
+    """The fastest of ``repeats`` runs after one warm-up run, in seconds."""
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)

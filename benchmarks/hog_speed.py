@@ -11,42 +11,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import describe_machine
+from _machine import best_time, describe_machine, photo_crops
 
-from featinv.data.bundled import TRAIN_PHOTOS, VAL_PHOTOS, photo_path
-from featinv.data.images import decode_rgb, resize_shorter_side
 from featinv.representations import HOG
-
-
-def photo_crops(batch: int, size: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    photos = [
-        resize_shorter_side(decode_rgb(photo_path(n)), size + 32) for n in TRAIN_PHOTOS + VAL_PHOTOS
-    ]
-    crops = []
-    for i in range(batch):
-        photo = photos[i % len(photos)]
-        top = rng.integers(0, photo.shape[0] - size + 1)
-        left = rng.integers(0, photo.shape[1] - size + 1)
-        crops.append(photo[top : top + size, left : left + size])
-    return np.stack(crops)
-
-
-def best_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:

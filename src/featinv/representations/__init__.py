@@ -7,12 +7,15 @@ from featinv.representations.base import (
     rgb_to_grey,
 )
 from featinv.representations.hog import HOG, hog_features
+from featinv.representations.lbp import LBP, lbp_features
 
 __all__ = [
     "HOG",
+    "LBP",
     "Representation",
     "available_representations",
     "build_representation",
     "hog_features",
+    "lbp_features",
     "rgb_to_grey",
 ]

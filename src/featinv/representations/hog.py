@@ -4,10 +4,8 @@ This follows ``shared/specs/features.md`` and VLFeat's ``vl/hog.c`` (``vl_hog_pu
 ``vl_hog_extract``) step by step; the numbers in the comments are the spec's steps. Dosovitskiy
 & Brox (Sect. 2.1) invert exactly this descriptor with cell size 8 on grey images.
 
-The work is arranged so that nothing of size (pixels x 18 orientations) is ever materialized:
-each pixel votes into one (or, for HOGb, two) orientation bins, the bilinear vote along x is a
-``scatter_add`` into (row, orientation, cell column) and the bilinear vote along y is a small
-matrix product with a fixed (cells x rows) weight matrix.
+Nothing of size (pixels x 18 orientations) is ever materialized: each pixel votes into one
+(or, for HOGb, two) orientation bins, binned into cells by ``bilinear_cell_histogram``.
 """
 
 from __future__ import annotations
@@ -24,6 +22,7 @@ from featinv.representations.base import (
     register,
     rgb_to_grey,
 )
+from featinv.representations.binning import bilinear_cell_histogram
 
 #: Step 6: the truncation threshold of every normalized histogram value.
 _CLAMP = 0.2
@@ -48,34 +47,6 @@ def _orientation_table(
     """
     angles = torch.arange(num_orientations, dtype=torch.float64) * (math.pi / num_orientations)
     return angles.cos().to(like), angles.sin().to(like)
-
-
-def _bilinear_cell_weights(
-    num_pixels: int, cell_size: int, dtype: torch.dtype, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Step 4 along one axis, for the pixels 1..num_pixels-2 that vote.
-
-    Returns the left cell index shifted by one (so -1, which VLFeat drops, becomes 0 of a padded
-    axis) and the weights of the left and right cells; votes into the padded border cells are
-    cropped away later, which is VLFeat's "outside votes dropped".
-    """
-    coords = torch.arange(1, num_pixels - 1, dtype=torch.float64, device=device)
-    h = (coords + 0.5) / cell_size - 0.5
-    left = torch.floor(h)
-    w_right = h - left
-    return (left + 1).long(), (1 - w_right).to(dtype), w_right.to(dtype)
-
-
-def _row_binning_matrix(
-    num_pixels: int, num_cells: int, cell_size: int, dtype: torch.dtype, device: torch.device
-) -> torch.Tensor:
-    """Dense ``(num_cells, num_pixels - 2)`` matrix of the bilinear votes of rows into cells."""
-    padded_index, w_top, w_bottom = _bilinear_cell_weights(num_pixels, cell_size, dtype, device)
-    matrix = torch.zeros(num_cells + 2, num_pixels - 2, dtype=dtype, device=device)
-    rows = torch.arange(num_pixels - 2, device=device)
-    matrix[padded_index, rows] = w_top
-    matrix[padded_index + 1, rows] = w_bottom
-    return matrix[1 : num_cells + 1]
 
 
 class _SafeSqrt(torch.autograd.Function):
@@ -210,12 +181,11 @@ def hog_features(
     Returns:
         ``(B, 3 * num_orientations + 4, hogH, hogW)`` features.
     """
-    batch, _, height, width = image.shape
+    height, width = image.shape[-2:]
     if height < 4 or width < 4:
         raise ValueError(f"HOG needs images larger than 3x3 pixels, got {height}x{width}")
     hog_h, hog_w = hog_grid_size(height, width, cell_size)
     n_dir = 2 * num_orientations
-    dtype, device = image.dtype, image.device
 
     gx, gy, magnitude = _gradients(image)
     if bilinear_orientations:
@@ -223,22 +193,11 @@ def hog_features(
     else:
         bins, weights = [_hard_orientation_bins(gx, gy, num_orientations)], [magnitude]
 
-    # Step 4 along x: scatter each vote into (row, orientation x padded cell column). The right
-    # cell's vote goes through a view shifted by one column, so both share one index tensor.
-    # The hard path's bins are rotated by n and its block 2n is a second copy of block 0.
-    col_index, w_left, w_right = _bilinear_cell_weights(width, cell_size, dtype, device)
-    padded_w = hog_w + 2
-    n_blocks = n_dir + 1
-    rows_hist = torch.zeros(batch, height - 2, n_blocks * padded_w, dtype=dtype, device=device)
-    for bin_index, weight in zip(bins, weights, strict=True):
-        index = (bin_index * padded_w).add_(col_index.to(bin_index.dtype)).long()
-        rows_hist.scatter_add_(2, index, weight * w_left)
-        rows_hist[..., 1:].scatter_add_(2, index, weight * w_right)
-
-    # Step 4 along y: (hogH, rows) @ (B, rows, blocks x padded cols), then crop the padding.
-    row_matrix = _row_binning_matrix(height, hog_h, cell_size, dtype, device)
-    hist = torch.matmul(row_matrix, rows_hist).view(batch, hog_h, n_blocks, padded_w)
-    hist = hist[..., 1 : hog_w + 1].permute(0, 2, 1, 3)
+    # Step 4: bilinear votes into cells. The hard path's bins are rotated by n and use one
+    # extra block (2n, a second copy of block 0), folded back below.
+    hist = bilinear_cell_histogram(
+        list(zip(bins, weights, strict=True)), n_dir + 1, (height, width), cell_size, (hog_h, hog_w)
+    )
     if not bilinear_orientations:
         n = num_orientations
         hist = torch.cat([hist[:, n:n_dir], hist[:, :1] + hist[:, n_dir:], hist[:, 1:n]], dim=1)
