@@ -51,6 +51,9 @@ class FeatinvCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.link_arguments("data.image_size", "model.image_size")
+        # SIFT runs in the loader workers: the data module must know the representation.
+        parser.link_arguments("model.representation", "data.representation")
+        parser.link_arguments("model.representation_options", "data.representation_options")
         # Always-present callbacks, configurable as --checkpoint.* and --grid.*.
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from featinv.networks import CHECKPOINT_FORMAT, build_networks
+from featinv.representations.alexnet import FROM_CHECKPOINT
 
 
 class NotAFeatinvCheckpointError(ValueError):
@@ -83,9 +84,14 @@ class Inverter(nn.Module):
         """Rebuild representation and decoder from a checkpoint alone and load their weights."""
         checkpoint = load_checkpoint(path, map_location="cpu")
         hp = checkpoint.get("hyper_parameters", {})
+        options = dict(hp.get("representation_options") or {})
+        if "weights" in options:
+            # The checkpoint carries Phi's weights (fine-tuned ones, for an autoencoder): the
+            # file it was trained from need not exist here.
+            options["weights"] = FROM_CHECKPOINT
         representation, decoder = build_networks(
             hp["representation"],
-            hp.get("representation_options"),
+            options,
             hp["image_size"],
             hp.get("decoder_options"),
         )

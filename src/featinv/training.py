@@ -67,6 +67,13 @@ class InversionModule(L.LightningModule):
         self.val_metric = NormalizedErrorMetric(max_normalizer_images)
         self.val_examples: tuple[torch.Tensor, torch.Tensor] | None = None
 
+    def train(self, mode: bool = True) -> InversionModule:
+        # Phi is a fixed function (or, as an autoencoder, a fine-tuned one): its dropout and
+        # the like stay off, so the features of an image never depend on the mode.
+        super().train(mode)
+        self.representation.eval()
+        return self
+
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Phi(x) on the device, in float32 even under mixed precision (HOG's binning is exact)."""
         with torch.autocast(images.device.type, enabled=False):
@@ -80,7 +87,9 @@ class InversionModule(L.LightningModule):
 
     def _reconstruct(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         images = batch["image"]
-        return images, self.decoder(self.features(images))
+        # Representations computed in the loader (SIFT) arrive with the batch.
+        features = batch["features"] if "features" in batch else self.features(images)
+        return images, self.decoder(features)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         images, reconstructions = self._reconstruct(batch)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import lightning as L
 import webdataset as wds
@@ -10,6 +11,7 @@ import webdataset as wds
 from featinv.data.bundled import bundled_shards
 from featinv.data.shards import expand_shards, shard_pipeline
 from featinv.data.transforms import EvalTransform, TrainTransform
+from featinv.representations import build_representation
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +33,12 @@ class InversionDataModule(L.LightningDataModule):
         num_workers: loader worker processes.
         batches_per_epoch: an epoch of resampled shards, counted in batches per process.
         shuffle_buffer: samples held in the shuffle buffer.
-        flip: random horizontal flips for training.
+        flip: random horizontal flips for training (off to use SIFT keypoints stored in the
+            shards as they are; flipped crops get their SIFT computed on the fly).
         seed: seed of the crops (each worker derives its own stream from it).
+        representation: the model's representation (linked by the CLI); if it runs in the
+            loader (SIFT), batches carry its ``features``.
+        representation_options: its options (linked by the CLI).
     """
 
     def __init__(
@@ -48,11 +54,15 @@ class InversionDataModule(L.LightningDataModule):
         shuffle_buffer: int = 1000,
         flip: bool = True,
         seed: int | None = None,
+        representation: str = "hog",
+        representation_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.train_shards = train_shards
         self.val_shards = val_shards
+        phi = build_representation(representation, **(representation_options or {}))
+        self.loader_representation = phi if phi.runs_in_loader else None
 
     def prepare_data(self) -> None:
         if self.train_shards is None and self.val_shards is None:
@@ -81,6 +91,7 @@ class InversionDataModule(L.LightningDataModule):
             train=True,
             shuffle_buffer=hp.shuffle_buffer,
             seed=hp.seed,
+            loader_representation=self.loader_representation,
         )
         loader = wds.WebLoader(
             pipeline,
@@ -100,6 +111,7 @@ class InversionDataModule(L.LightningDataModule):
             EvalTransform(hp.image_size, hp.val_resize),
             hp.val_batch_size or hp.batch_size,
             train=False,
+            loader_representation=self.loader_representation,
         )
         # A worker without a shard would sit idle; never start more workers than shards.
         workers = min(hp.num_workers, len(expand_shards(self.val_shards)))

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import argparse
 import glob
+import io
 import json
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,10 @@ from featinv.data.images import (
     encode_image,
     list_images,
     resize_shorter_side,
+    to_tensor,
 )
+from featinv.data.transforms import Box, EvalTransform, TrainTransform
+from featinv.representations.sift import SparseSIFT, detect_sift, grey_255, pack_keypoints
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +120,7 @@ def write_shards(
     quality: int = 95,
     progress: bool = True,
     image_format: str = "jpg",
+    features: str | None = None,
 ) -> ShardSummary:
     """Write the images of a folder into webdataset tar shards.
 
@@ -128,7 +133,11 @@ def write_shards(
         quality: JPEG quality of the stored images.
         progress: show a progress bar.
         image_format: ``"jpg"`` (compact, the default) or ``"png"`` (lossless).
+        features: ``"sift"`` also stores VLFeat SIFT keypoints (``key.sift.npz``), computed
+            once here instead of in every epoch's loader workers.
     """
+    if features not in (None, "sift"):
+        raise ValueError(f"features must be None or 'sift', got {features!r}")
     files, classes = find_source_images(source)
     summary = ShardSummary(classes=classes)
     root = Path(source)
@@ -141,10 +150,13 @@ def write_shards(
                 summary.skipped.append((str(path), str(error)))
                 log.warning("skipping %s: %s", path, error)
                 continue
+            encoded = encode_image(array, image_format, quality)
             sample: dict[str, Any] = {
                 "__key__": sample_key(path.relative_to(root)),
-                image_format: encode_image(array, image_format, quality),
+                image_format: encoded,
             }
+            if features == "sift":
+                sample["sift.npz"] = sift_npz(decode_rgb(encoded))
             if label is not None:
                 sample["cls"] = str(label).encode()
             summary.written += 1
@@ -153,6 +165,13 @@ def write_shards(
     summary.shards = write_samples(samples(), output, prefix, samples_per_shard)
     Path(output, "classes.json").write_text(json.dumps(classes))
     return summary
+
+
+def sift_npz(rgb: np.ndarray) -> bytes:
+    """SIFT keypoints of the pixels a reader will decode, as ``.npz`` bytes."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **pack_keypoints(*detect_sift(grey_255(rgb))))
+    return buffer.getvalue()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -167,6 +186,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prefix", default="shard")
     parser.add_argument("--quality", type=int, default=95, help="JPEG quality")
     parser.add_argument("--format", default="jpg", choices=["jpg", "png"], help="stored format")
+    parser.add_argument(
+        "--features", choices=["sift"], default=None, help="also store SIFT keypoints per image"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     try:
@@ -178,6 +200,7 @@ def main(argv: list[str] | None = None) -> None:
             prefix=args.prefix,
             quality=args.quality,
             image_format=args.format,
+            features=args.features,
         )
     except (FileNotFoundError, ValueError) as error:
         parser.exit(2, f"featinv-shards: error: {error}\n")
@@ -210,14 +233,23 @@ def expand_shards(pattern: str | list[str]) -> list[str]:
 
 
 class SampleDecoder:
-    """Turn a raw webdataset sample into ``{"image", "label", "key"}``; ``None`` if corrupt.
+    """Turn a raw webdataset sample into ``{"image", "label", "key"[, "features"]}``.
 
-    Corrupt samples are logged with their shard and key and counted in ``skipped`` (per loader
-    worker), so one bad file in a million never stops a run.
+    Corrupt samples become ``None``; they are logged with their shard and key and counted in
+    ``skipped`` (per loader worker), so one bad file in a million never stops a run.
+
+    For a representation that runs in the loader (SIFT), the features of the crop are added:
+    moved from the keypoints stored in the shard (``key.sift.npz``) when the crop is a plain
+    window of the stored image, computed on the crop otherwise (flipped or resized crops).
     """
 
-    def __init__(self, transform: Callable[[np.ndarray], torch.Tensor]) -> None:
+    def __init__(
+        self,
+        transform: TrainTransform | EvalTransform,
+        loader_representation: SparseSIFT | None = None,
+    ) -> None:
         self.transform = transform
+        self.loader_representation = loader_representation
         self.skipped = 0
 
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any] | None:
@@ -226,7 +258,7 @@ class SampleDecoder:
             data = next((sample[k] for k in ("jpg", "jpeg", "png", "webp") if k in sample), None)
             if data is None:
                 raise CorruptImageError(f"no image field among {sorted(sample)}")
-            image = self.transform(decode_rgb(data))
+            crop, box = self.transform.crop(decode_rgb(data))
         except CorruptImageError as error:
             self.skipped += 1
             log.warning(
@@ -238,16 +270,40 @@ class SampleDecoder:
             )
             return None
         label = int(sample["cls"]) if "cls" in sample else -1
-        return {"image": image, "label": label, "key": key}
+        out = {"image": to_tensor(crop), "label": label, "key": key}
+        if self.loader_representation is not None:
+            out["features"] = torch.from_numpy(self._loader_features(sample, crop, box))
+        return out
+
+    def _loader_features(self, sample: dict[str, Any], crop: np.ndarray, box: Box) -> np.ndarray:
+        phi = self.loader_representation
+        stored = sample.get("sift.npz")
+        if stored is not None and box.scale == 1.0 and not box.flipped:
+            try:
+                with np.load(io.BytesIO(stored)) as keypoints:
+                    frames = keypoints["frames"].copy()
+                    descriptors = keypoints["descriptors"]
+            except (OSError, ValueError, KeyError) as error:
+                log.warning(
+                    "unreadable stored SIFT of %s (%s): recomputed", sample["__key__"], error
+                )
+            else:
+                frames[:, 0] -= box.top
+                frames[:, 1] -= box.left
+                return phi.map_from_keypoints(frames, descriptors, *crop.shape[:2])
+        return phi.map_of_image(crop)
 
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         """Stack decoded samples into a batch, with this worker's running count of skips."""
-        return {
+        batch = {
             "image": torch.stack([s["image"] for s in samples]),
             "label": torch.tensor([s["label"] for s in samples], dtype=torch.long),
             "key": [s["key"] for s in samples],
             "skipped": self.skipped,
         }
+        if "features" in samples[0]:
+            batch["features"] = torch.stack([s["features"] for s in samples])
+        return batch
 
 
 def _log_and_continue(error: Exception) -> bool:
@@ -258,11 +314,12 @@ def _log_and_continue(error: Exception) -> bool:
 
 def shard_pipeline(
     pattern: str | list[str],
-    transform: Callable[[np.ndarray], torch.Tensor],
+    transform: TrainTransform | EvalTransform,
     batch_size: int,
     train: bool,
     shuffle_buffer: int = 1000,
     seed: int | None = None,
+    loader_representation: SparseSIFT | None = None,
 ) -> wds.WebDataset:
     """A batched webdataset pipeline over shards.
 
@@ -285,7 +342,7 @@ def shard_pipeline(
         # No fixed seed here: each worker must shuffle differently (the shard resampling
         # and the crops are seeded per worker).
         dataset = dataset.shuffle(shuffle_buffer)
-    decoder = SampleDecoder(transform)
+    decoder = SampleDecoder(transform, loader_representation)
     return (
         dataset.map(decoder)
         .select(lambda sample: sample is not None)

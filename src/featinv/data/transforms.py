@@ -1,9 +1,14 @@
-"""Crops and flips of decoded uint8 images, done in the loader workers before batching."""
+"""Crops and flips of decoded uint8 images, done in the loader workers before batching.
+
+Each transform also reports where its crop came from (``Box``), so that features stored with
+the full image in a shard (SIFT keypoints) can be moved into the crop instead of recomputed.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -11,6 +16,15 @@ import torch
 from featinv.data.images import resize_shorter_side, to_tensor
 
 log = logging.getLogger(__name__)
+
+
+class Box(NamedTuple):
+    """Where a crop lies in the decoded image: offset, resize factor applied first, flip."""
+
+    top: int
+    left: int
+    scale: float
+    flipped: bool
 
 
 class TrainTransform:
@@ -40,15 +54,20 @@ class TrainTransform:
             self._pid = os.getpid()
         return self._rng
 
-    def __call__(self, array: np.ndarray) -> torch.Tensor:
-        array = _at_least(array, self.size, self)
+    def crop(self, array: np.ndarray) -> tuple[np.ndarray, Box]:
+        """The uint8 crop and where it came from."""
+        array, scale = _at_least(array, self.size, self)
         height, width = array.shape[:2]
         top = int(self.rng.integers(0, height - self.size + 1))
         left = int(self.rng.integers(0, width - self.size + 1))
         crop = array[top : top + self.size, left : left + self.size]
-        if self.flip and self.rng.random() < 0.5:
+        flipped = bool(self.flip and self.rng.random() < 0.5)
+        if flipped:
             crop = crop[:, ::-1]
-        return to_tensor(crop)
+        return np.ascontiguousarray(crop), Box(top, left, scale, flipped)
+
+    def __call__(self, array: np.ndarray) -> torch.Tensor:
+        return to_tensor(self.crop(array)[0])
 
 
 class EvalTransform:
@@ -59,10 +78,18 @@ class EvalTransform:
         self.resize = resize or size
         self.upscaled = 0
 
-    def __call__(self, array: np.ndarray) -> torch.Tensor:
+    def crop(self, array: np.ndarray) -> tuple[np.ndarray, Box]:
+        """The uint8 crop and where it came from."""
+        scale = self.resize / min(array.shape[:2])
         array = resize_shorter_side(array, self.resize)
-        array = _at_least(array, self.size, self)
-        return to_tensor(center_crop(array, self.size))
+        array, upscale = _at_least(array, self.size, self)
+        height, width = array.shape[:2]
+        top, left = (height - self.size) // 2, (width - self.size) // 2
+        crop = array[top : top + self.size, left : left + self.size]
+        return np.ascontiguousarray(crop), Box(top, left, scale * upscale, False)
+
+    def __call__(self, array: np.ndarray) -> torch.Tensor:
+        return to_tensor(self.crop(array)[0])
 
 
 def center_crop(array: np.ndarray, size: int) -> np.ndarray:
@@ -72,9 +99,12 @@ def center_crop(array: np.ndarray, size: int) -> np.ndarray:
     return array[top : top + size, left : left + size]
 
 
-def _at_least(array: np.ndarray, size: int, owner: TrainTransform | EvalTransform) -> np.ndarray:
+def _at_least(
+    array: np.ndarray, size: int, owner: TrainTransform | EvalTransform
+) -> tuple[np.ndarray, float]:
+    """Upscale (and count) an image whose shorter side is below ``size``; return the factor."""
     if min(array.shape[:2]) >= size:
-        return array
+        return array, 1.0
     owner.upscaled += 1
     if owner.upscaled in (1, 10, 100, 1000) or owner.upscaled % 10000 == 0:
         log.warning(
@@ -85,4 +115,4 @@ def _at_least(array: np.ndarray, size: int, owner: TrainTransform | EvalTransfor
             size,
             owner.upscaled,
         )
-    return resize_shorter_side(array, size)
+    return resize_shorter_side(array, size), size / min(array.shape[:2])

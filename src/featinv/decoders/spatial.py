@@ -43,6 +43,8 @@ class SpatialDecoder(nn.Module):
         bottleneck_factor: image side / bottleneck side at paper scale (64).
         convs_per_level: extra 3x3 convolutions after each up-convolution but the last
             (0 is the paper's design; more adds capacity at the same resolution).
+        num_convs: 5x5 convolutions at the input resolution before any contraction (AlexNet
+            conv layers: "three convolutional and several up-convolutional layers").
         out_channels: image channels (3).
     """
 
@@ -57,6 +59,7 @@ class SpatialDecoder(nn.Module):
         min_bottleneck: int = 4,
         bottleneck_factor: int = 64,
         convs_per_level: int = 0,
+        num_convs: int = 1,
         out_channels: int = 3,
     ) -> None:
         super().__init__()
@@ -69,6 +72,7 @@ class SpatialDecoder(nn.Module):
         n_up = max(round(math.log2(min(img_h, img_w) / bottleneck)), 1)
 
         layers: list[nn.Module] = [activated(conv(in_channels, width))]
+        layers += [activated(conv(width, width)) for _ in range(num_convs - 1)]
         channels = width
         for _ in range(n_down):
             wider = min(2 * channels, max_width)

@@ -1,5 +1,6 @@
 """The representations Phi that featinv inverts."""
 
+from featinv.representations.alexnet import AlexNet
 from featinv.representations.base import (
     Representation,
     available_representations,
@@ -12,6 +13,7 @@ from featinv.representations.lbp import LBP, lbp_features
 __all__ = [
     "HOG",
     "LBP",
+    "AlexNet",
     "Representation",
     "available_representations",
     "build_representation",

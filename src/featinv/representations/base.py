@@ -64,6 +64,10 @@ class Representation(nn.Module):
         """The plain values that rebuild this representation with ``build_representation``."""
         raise NotImplementedError
 
+    def decoder_defaults(self, image_size: int | tuple[int, int]) -> dict[str, Any]:
+        """Decoder options this representation's paper architecture needs (users override)."""
+        return {}
+
 
 _REGISTRY: dict[str, Callable[..., Representation]] = {}
 
