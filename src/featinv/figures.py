@@ -50,3 +50,35 @@ def save_comparison_grid(
     path.parent.mkdir(parents=True, exist_ok=True)
     comparison_grid(columns, titles).save(path)
     return path
+
+
+def save_layer_plot(
+    path: str | Path, points: Sequence[tuple[str, float, str]], layers: Sequence[str]
+) -> Path:
+    """Normalized error against AlexNet layer, one line per kind (Dosovitskiy & Brox, Fig. 7).
+
+    ``points`` are ``(layer, error, kind)`` with kind "learned", "autoencoder" or
+    "optimization".
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for kind, style in (("learned", "o-"), ("autoencoder", "s--"), ("optimization", "^:")):
+        series = sorted((layers.index(layer), error) for layer, error, k in points if k == kind)
+        if series:
+            axes.plot([x for x, _ in series], [y for _, y in series], style, label=kind)
+    axes.set_xticks(range(len(layers)), layers)
+    axes.set_xlabel("AlexNet layer")
+    axes.set_ylabel("normalized reconstruction error")
+    axes.set_ylim(bottom=0)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path

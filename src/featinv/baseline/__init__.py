@@ -1,0 +1,10 @@
+"""The optimization baseline: Mahendran & Vedaldi's regularized pre-images (IJCV 2016)."""
+
+from featinv.baseline.inverter import (
+    BaselineOptions,
+    InversionResult,
+    OptimizationInverter,
+    paper_defaults,
+)
+
+__all__ = ["BaselineOptions", "InversionResult", "OptimizationInverter", "paper_defaults"]

@@ -1,0 +1,226 @@
+"""Optimization-based inversion: the pre-images of Mahendran & Vedaldi (IJCV 2016, Sect. 3).
+
+    x* = argmin_x  R_alpha(x) + R_TV^beta(x) + C * E_tau[ l(Phi(jitter(x; tau)), Phi0) ]   (1, 7)
+
+solved with Algorithm 1 from random noise, in the paper's pixel convention (0-255, mean
+subtracted, so B = 80 is a typical pixel norm), and returned in the project's (RGB in [0, 1]).
+
+Batched: every image has its own objective, its own adaptive step sizes and its own random
+stream (initial noise and jitter offsets from its own seed), so inverting images together
+gives what inverting each alone gives, and a GPU does 64 images for nearly the price of one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from featinv.baseline.optimizer import AdaGradMomentum
+from featinv.baseline.regularizers import alpha_norm, normalized_loss, project_to_ball, tv_beta
+from featinv.evaluation import feature_error
+from featinv.representations.base import Representation
+
+log = logging.getLogger(__name__)
+
+#: The ImageNet mean RGB on the 0-255 scale: the paper's images have "null mean".
+PIXEL_MEAN = (123.68, 116.779, 103.939)
+
+#: Sect. 5.2: "C = 300 up to relu3, C = 100 up to relu4, C = 20 up to relu5, and C = 1" after.
+#: featinv's conv5 is the output of pool5 (the last step of conv5), which comes after relu5.
+ALEXNET_C = {"conv1": 300, "conv2": 300, "conv3": 300, "conv4": 100, "conv5": 1}
+#: Sect. 5.2: jitter T = a quarter of the layer's stride; strides of featinv's taps (conv1 =
+#: norm1 and conv2 = norm2 come after pooling; conv5 = pool5).
+ALEXNET_STRIDE = {"conv1": 8, "conv2": 16, "conv3": 16, "conv4": 16, "conv5": 32}
+
+
+@dataclass
+class BaselineOptions:
+    """The constants of Sect. 3.3 and Algorithm 1; ``None`` means "derived as in the paper".
+
+    Attributes:
+        c: weight of the loss (Sect. 5.1-5.2: 20 for HOG, 1-300 for AlexNet layers).
+        alpha: exponent of the alpha-norm (6).
+        beta: exponent of TV-beta (2).
+        bound: B, the typical pixel norm (80).
+        bound_plus: B+, the hard bound on pixel norms (2B).
+        typical_gradient: V, the typical gradient norm (B / 6.5).
+        jitter: T, the jitter range in pixels (1 = no jitter).
+        iterations: T of Algorithm 1 (300).
+        rho: momentum and forgetting factor (0.9).
+        lr: eta_0 (0.01 B^2 / alpha).
+        init_std: standard deviation of the initial noise per channel (B / 10).
+    """
+
+    c: float = 1.0
+    alpha: float = 6.0
+    beta: float = 2.0
+    bound: float = 80.0
+    bound_plus: float | None = None
+    typical_gradient: float | None = None
+    jitter: int = 1
+    iterations: int = 300
+    rho: float = 0.9
+    lr: float | None = None
+    init_std: float | None = None
+
+    def __post_init__(self) -> None:
+        self.bound_plus = 2 * self.bound if self.bound_plus is None else self.bound_plus
+        if self.typical_gradient is None:
+            self.typical_gradient = self.bound / 6.5
+        self.lr = 0.01 * self.bound**2 / self.alpha if self.lr is None else self.lr
+        self.init_std = self.bound / 10 if self.init_std is None else self.init_std
+        if self.jitter < 1:
+            raise ValueError(
+                f"jitter is a range of pixels, at least 1 (no jitter), got {self.jitter}"
+            )
+
+
+def paper_defaults(representation: Representation) -> dict[str, Any]:
+    """The per-representation C and jitter of the paper (Sect. 5.1-5.2)."""
+    if representation.name == "hog":
+        return {"c": 20.0, "jitter": 1}
+    if representation.name == "alexnet":
+        layer = representation.layer
+        stride = ALEXNET_STRIDE.get(layer, 32)
+        return {"c": float(ALEXNET_C.get(layer, 1)), "jitter": max(round(stride / 4), 1)}
+    return {}
+
+
+@dataclass
+class InversionResult:
+    """What an inversion returns.
+
+    Attributes:
+        reconstructions: ``(B, 3, H, W)`` in the project convention (not clamped).
+        feature_error: per image, ``||Phi(x*) - Phi0|| / ||Phi0||`` (IJCV Sect. 5.1).
+        objective: ``(iterations, B)``, the objective (1) of each image at each iteration.
+    """
+
+    reconstructions: torch.Tensor
+    feature_error: torch.Tensor
+    objective: torch.Tensor
+
+
+class OptimizationInverter:
+    """Mahendran & Vedaldi's pre-image method for a differentiable representation.
+
+    Args:
+        representation: Phi (HOG, HOGb, an AlexNet layer, ...), used frozen in eval mode.
+        **options: fields of ``BaselineOptions``; unset ones take the paper's values for this
+            representation (``paper_defaults``), then the defaults of Sect. 3.3.
+
+    Raises:
+        ValueError: for a representation without gradients (LBP, SIFT), pointing to the
+            learned decoder.
+    """
+
+    def __init__(self, representation: Representation, **options: Any) -> None:
+        if not representation.differentiable:
+            raise ValueError(
+                f"{representation.name} is not differentiable, so gradient-based inversion "
+                "cannot invert it; train a decoder instead (python train.py --config "
+                f"configs/{representation.name}.yaml) and load it with featinv.Inverter"
+            )
+        self.representation = representation.eval().requires_grad_(False)
+        self.options = BaselineOptions(**{**paper_defaults(representation), **options})
+
+    @torch.enable_grad()  # the loop needs gradients even when the caller is in no_grad
+    def invert(
+        self,
+        images: torch.Tensor | None = None,
+        *,
+        features: torch.Tensor | None = None,
+        image_size: tuple[int, int] | None = None,
+        mask: torch.Tensor | None = None,
+        seed: int = 0,
+        seeds: list[int] | None = None,
+        progress: bool = True,
+    ) -> InversionResult:
+        """Reconstruct images from their features.
+
+        Args:
+            images: ``(B, 3, H, W)`` RGB in [0, 1]; their features are the targets.
+            features: target features instead of images (then ``image_size`` is needed).
+            image_size: ``(H, W)`` of the reconstructions when ``features`` are given.
+            mask: binary mask over feature components (Eq. 3), broadcastable to the features.
+            seed: image i uses seed ``seed + i`` unless ``seeds`` are given.
+            seeds: one seed per image (initial noise and jitter offsets).
+            progress: show a progress bar over iterations.
+        """
+        opts = self.options
+        given = images if images is not None else features
+        if given is None:
+            raise ValueError("give images, or features together with image_size")
+        device = given.device
+        phi = self.representation.to(device)
+        if images is not None:
+            images = images.to(device, torch.float32)
+            image_size = tuple(images.shape[-2:])
+            with torch.no_grad():
+                target = phi(images)
+        elif features is not None and image_size is not None:
+            target = features.to(device, torch.float32)
+            expected = phi.output_shape(image_size)
+            if tuple(target.shape[1:]) != tuple(expected):
+                raise ValueError(
+                    f"expected target features of shape (batch, {', '.join(map(str, expected))}) "
+                    f"for {image_size[0]}x{image_size[1]} images, got {tuple(target.shape)}"
+                )
+        else:
+            raise ValueError("give images, or features together with image_size")
+        batch = target.shape[0]
+        seeds = list(seeds) if seeds is not None else [seed + i for i in range(batch)]
+        if len(seeds) != batch:
+            raise ValueError(f"{len(seeds)} seeds for {batch} images")
+        mask = None if mask is None else mask.to(device, target.dtype)
+
+        height, width = image_size
+        pad = opts.jitter - 1  # the variable is larger by T-1 so every jittered window is whole
+        generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        x = torch.stack(
+            [torch.randn(3, height + pad, width + pad, generator=g) for g in generators]
+        ).mul_(opts.init_std)
+        x = project_to_ball(x.to(device), opts.bound_plus).requires_grad_(True)
+        optimizer = AdaGradMomentum(x, opts.lr, opts.rho)
+        mean = torch.tensor(PIXEL_MEAN, device=device).view(1, 3, 1, 1)
+        history = []
+        bar = tqdm(
+            range(opts.iterations), desc=f"inverting {phi.name}", disable=not progress, leave=False
+        )
+        for _ in bar:
+            offsets = [
+                torch.randint(0, opts.jitter, (2,), generator=g).tolist() for g in generators
+            ]
+            window = torch.stack(
+                [x[i, :, dy : dy + height, dx : dx + width] for i, (dy, dx) in enumerate(offsets)]
+            )
+            loss = normalized_loss(phi((window + mean) / 255.0), target, mask)
+            objective = (
+                alpha_norm(x, opts.alpha, opts.bound)
+                + tv_beta(x, opts.beta, opts.typical_gradient)
+                + opts.c * loss
+            )
+            # Algorithm 1 steps on the per-pixel gradient, i.e. that of H*W*E(x): Sect. 3.4 sets
+            # eta_0 from "0 = B - eta * alpha / B", the gradient of R_alpha *without* Eq. 5's
+            # 1/(HW); with it, steps would be HW times too small to move in 300 iterations.
+            (gradient,) = torch.autograd.grad(objective.sum() * (height * width), x)
+            optimizer.step(gradient)
+            with torch.no_grad():
+                x.copy_(project_to_ball(x, opts.bound_plus))
+            history.append(objective.detach())
+            bar.set_postfix(objective=f"{float(objective.detach().mean()):.3f}")
+
+        with torch.no_grad():
+            top, left = pad // 2, pad // 2
+            reconstructions = (x[:, :, top : top + height, left : left + width] + mean) / 255.0
+            errors = feature_error(phi(reconstructions), target)
+        return InversionResult(reconstructions.detach(), errors, torch.stack(history).cpu())
+
+    def describe(self) -> dict[str, Any]:
+        """The options in force, as plain values (for reports)."""
+        return dataclasses.asdict(self.options)
