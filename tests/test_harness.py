@@ -1,0 +1,189 @@
+"""evaluate.py end to end: the schema of report.json, the figures, and clear input errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from featinv.harness import main
+from featinv.networks import CHECKPOINT_FORMAT
+from featinv.training import InversionModule
+
+METHOD_KEYS = {
+    "representation",
+    "layer",
+    "kind",
+    "normalized_error",
+    "normalized_error_std",
+    "feature_error",
+    "seconds_per_image",
+    "device",
+}
+
+
+def save_checkpoint(path: Path, **hparams) -> Path:
+    """A featinv checkpoint as the trainer writes it (state dict, hyper-parameters, marker)."""
+    torch.manual_seed(0)
+    module = InversionModule(**hparams)
+    torch.save(
+        {
+            "state_dict": module.state_dict(),
+            "hyper_parameters": dict(module.hparams),
+            "featinv": {"format": CHECKPOINT_FORMAT},
+        },
+        path,
+    )
+    return path
+
+
+@pytest.fixture
+def hog_checkpoint(tmp_path) -> Path:
+    return save_checkpoint(
+        tmp_path / "hog.ckpt", image_size=32, decoder_options={"width": 8, "max_width": 8}
+    )
+
+
+@pytest.fixture
+def photo_folder(tmp_path, photo_arrays) -> Path:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, array in enumerate(photo_arrays):
+        Image.fromarray(array).save(folder / f"photo{i}.png")
+    return folder
+
+
+def test_learned_and_baseline_in_one_call(tmp_path, hog_checkpoint, photo_folder):
+    out = tmp_path / "eval"
+    report = main(
+        [
+            "--checkpoint",
+            str(hog_checkpoint),
+            "--baseline",
+            "--baseline-iterations",
+            "3",
+            "--images",
+            str(photo_folder),
+            "--num-images",
+            "4",
+            "--out",
+            str(out),
+            "--batch-size",
+            "2",
+        ]
+    )
+    saved = json.loads((out / "report.json").read_text())
+    assert saved == json.loads(json.dumps(report))
+    assert saved["num_images"] == 4 and saved["image_size"] == 32 and saved["normalizer"] > 0
+    kinds = {m["kind"] for m in saved["methods"].values()}
+    assert kinds == {"learned", "optimization"}
+    for entry in saved["methods"].values():
+        assert set(entry) >= METHOD_KEYS
+        assert entry["normalized_error"] > 0 and entry["seconds_per_image"] > 0
+        assert entry["feature_error"] is not None
+    assert (out / "grid.png").exists() and (out / "report.md").exists()
+    with Image.open(out / "grid.png") as grid:
+        assert grid.width > 3 * 32  # original + two methods side by side
+    assert "learned" in (out / "report.md").read_text()
+
+
+def test_layer_curve_for_several_alexnet_layers(tmp_path, photo_folder):
+    paths = []
+    for layer in ("conv1", "conv5"):
+        paths += [
+            "--checkpoint",
+            str(
+                save_checkpoint(
+                    tmp_path / f"{layer}.ckpt",
+                    representation="alexnet",
+                    image_size=227,
+                    representation_options={"layer": layer, "weights": "random"},
+                    decoder_options={"width": 8, "max_width": 8, "min_width": 4},
+                )
+            ),
+        ]
+    main([*paths, "--images", str(photo_folder), "--num-images", "3", "--out", str(tmp_path / "e")])
+    assert (tmp_path / "e" / "layers.png").exists()
+    layers = {
+        m["layer"]
+        for m in json.loads((tmp_path / "e" / "report.json").read_text())["methods"].values()
+    }
+    assert layers == {"conv1", "conv5"}
+
+
+def test_different_image_sizes_are_evaluated_each_at_its_own(
+    tmp_path, hog_checkpoint, photo_folder
+):
+    other = save_checkpoint(tmp_path / "hog48.ckpt", image_size=48, decoder_options={"width": 8})
+    report = main(
+        [
+            "--checkpoint",
+            str(hog_checkpoint),
+            "--checkpoint",
+            str(other),
+            "--images",
+            str(photo_folder),
+            "--num-images",
+            "3",
+            "--out",
+            str(tmp_path / "e"),
+        ]
+    )
+    sizes = {m["image_size"] for m in report["methods"].values()}
+    assert sizes == {32, 48} and set(report["normalizers"]) == {"32", "48"}
+    assert any("different image sizes" in note for note in report["notes"])
+
+
+def test_more_images_asked_than_exist_uses_what_exists(tmp_path, hog_checkpoint, photo_folder):
+    report = main(
+        [
+            "--checkpoint",
+            str(hog_checkpoint),
+            "--images",
+            str(photo_folder),
+            "--num-images",
+            "50",
+            "--out",
+            str(tmp_path / "e"),
+        ]
+    )
+    assert report["num_images"] == 5
+    assert any("asked for 50 images" in note for note in report["notes"])
+
+
+def test_bad_inputs_get_one_clear_line(tmp_path, hog_checkpoint):
+    junk = tmp_path / "junk.ckpt"
+    torch.save({"state_dict": {}}, junk)
+    with pytest.raises(SystemExit, match="not a featinv checkpoint"):
+        main(["--checkpoint", str(junk), "--out", str(tmp_path / "e")])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "broken.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(SystemExit, match="need at least 2 decodable images"):
+        main(
+            [
+                "--checkpoint",
+                str(hog_checkpoint),
+                "--images",
+                str(empty),
+                "--out",
+                str(tmp_path / "e"),
+            ]
+        )
+    with pytest.raises(SystemExit, match="nothing to evaluate"):
+        main(["--out", str(tmp_path / "e")])
+    with pytest.raises(SystemExit, match="matches no files"):
+        main(["--checkpoint", str(hog_checkpoint), "--shards", str(tmp_path / "x-{0..3}.tar")])
+
+
+def test_default_images_are_the_bundled_validation_photos(tmp_path, hog_checkpoint):
+    report = main(
+        ["--checkpoint", str(hog_checkpoint), "--num-images", "7", "--out", str(tmp_path / "e")]
+    )
+    assert report["num_images"] == 7
+    (entry,) = report["methods"].values()
+    assert np.isfinite(entry["normalized_error"]) and entry["kind"] == "learned"
