@@ -11,44 +11,60 @@ from PIL import Image, ImageDraw
 
 from featinv.evaluation import match_size
 
+#: Smallest cell side in a figure, in pixels.
+MIN_CELL = 112
+
 
 def comparison_grid(
-    columns: Sequence[torch.Tensor], titles: Sequence[str] | None = None, padding: int = 2
+    columns: Sequence[torch.Tensor],
+    titles: Sequence[str] | None = None,
+    padding: int = 2,
+    captions: Sequence[Sequence[str]] | None = None,
 ) -> Image.Image:
     """One row per image, one column per tensor (originals first, then reconstructions).
 
     Every tensor is ``(n, 3, h, w)`` in [0, 1] (clamped here, for display only) and is resized
-    to the first column's size.
+    to the first column's size. ``captions[row][column]``, if given, is written under a cell.
     """
     size = tuple(columns[0].shape[-2:])
+    if min(size) < MIN_CELL:  # small images are enlarged for display, so titles fit too
+        size = tuple(round(s * MIN_CELL / min(size)) for s in size)
     cols = [match_size(c.detach().float().cpu(), size).clamp(0, 1) for c in columns]
     rows, (height, width) = cols[0].shape[0], size
     header = 14 if titles else 0
+    caption = 12 if captions else 0
+    cell_h = height + caption + padding
     canvas = np.full(
-        (header + rows * (height + padding) + padding, len(cols) * (width + padding) + padding, 3),
+        (header + rows * cell_h + padding, len(cols) * (width + padding) + padding, 3),
         255,
         dtype=np.uint8,
     )
     for j, column in enumerate(cols):
         pixels = (column.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
         for i in range(rows):
-            top, left = header + padding + i * (height + padding), padding + j * (width + padding)
+            top, left = header + padding + i * cell_h, padding + j * (width + padding)
             canvas[top : top + height, left : left + width] = pixels[i]
     image = Image.fromarray(canvas)
-    if titles:
-        draw = ImageDraw.Draw(image)
-        for j, title in enumerate(titles):
-            draw.text((padding + j * (width + padding) + 2, 1), title, fill=(0, 0, 0))
+    draw = ImageDraw.Draw(image)
+    for j, title in enumerate(titles or []):
+        draw.text((padding + j * (width + padding) + 2, 1), title, fill=(0, 0, 0))
+    for i, row in enumerate(captions or []):
+        for j, text in enumerate(row):
+            top = header + padding + i * cell_h + height
+            draw.text((padding + j * (width + padding) + 1, top), text, fill=(0, 0, 0))
     return image
 
 
 def save_comparison_grid(
-    path: str | Path, columns: Sequence[torch.Tensor], titles: Sequence[str] | None = None
+    path: str | Path,
+    columns: Sequence[torch.Tensor],
+    titles: Sequence[str] | None = None,
+    captions: Sequence[Sequence[str]] | None = None,
 ) -> Path:
     """Write ``comparison_grid`` as a PNG and return its path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    comparison_grid(columns, titles).save(path)
+    comparison_grid(columns, titles, captions=captions).save(path)
     return path
 
 

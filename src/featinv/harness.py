@@ -37,6 +37,7 @@ from featinv.evaluation import (
     mean_pairwise_distance,
     normalized_reconstruction_error,
 )
+from featinv.experiments import EXPERIMENTS, ExperimentError, run_experiment
 from featinv.figures import save_comparison_grid, save_layer_plot
 from featinv.inverter import Inverter, NotAFeatinvCheckpointError
 from featinv.representations import Representation, build_representation
@@ -322,7 +323,42 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0, help="seed of the baseline's initial noise")
+    analysis = parser.add_argument_group("the paper's analyses (Sect. 4.3-4.5), on one checkpoint")
+    analysis.add_argument("--experiment", choices=EXPERIMENTS, help="run one analysis instead")
+    analysis.add_argument("--steps", type=int, default=8, help="interpolate: points per pair")
+    analysis.add_argument("--pairs", type=int, default=2, help="interpolate: image pairs")
+    analysis.add_argument("--samples", type=int, default=16, help="sample: random vectors")
+    analysis.add_argument("--alpha", type=float, default=2.0, help="sample: contrast factor")
     return parser.parse_args(argv)
+
+
+def run_analysis(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """``--experiment NAME``: one of the paper's analyses on one checkpoint."""
+    if not args.checkpoint or len(args.checkpoint) != 1:
+        raise EvaluationError(f"--experiment {args.experiment} needs exactly one --checkpoint")
+    try:
+        inverter = Inverter.from_checkpoint(args.checkpoint[0], device=device)
+    except (FileNotFoundError, NotAFeatinvCheckpointError) as error:
+        raise EvaluationError(str(error)) from error
+    notes: list[str] = []
+    photos = load_photos(args.images, args.shards, args.num_images, notes)
+    transform = EvalTransform(args.image_size or inverter.image_size)
+    images = torch.stack([to_tensor(transform.crop(a)[0]) for a in photos])
+    options = {
+        "steps": args.steps,
+        "pairs": args.pairs,
+        "samples": args.samples,
+        "alpha": args.alpha,
+        "seed": args.seed,
+    }
+    try:
+        numbers = run_experiment(args.experiment, inverter, images, Path(args.out), **options)
+    except (ExperimentError, ValueError) as error:
+        raise EvaluationError(str(error)) from error
+    numbers["notes"] = notes
+    print(json.dumps(numbers, indent=2))
+    print(f"wrote {args.out}/{args.experiment}*.png and {args.experiment}.json")
+    return numbers
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -332,6 +368,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
     try:
+        if args.experiment:
+            return run_analysis(args, device)
         methods, notes = build_methods(args, device)
         photos = load_photos(args.images, args.shards, args.num_images, notes)
         groups = evaluate(methods, photos, args, device)
