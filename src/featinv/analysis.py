@@ -64,12 +64,10 @@ def dropout_smallest(features: torch.Tensor, fraction: float = 0.5) -> torch.Ten
 #: dropout of the 50% least non-zero entries; each dropout followed by binarization.
 PERTURBATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "binarized": binarize,
-    "dropout 50%": lambda f: dropout(f, 0.5, torch.Generator().manual_seed(0)),
-    "dropout 50% least": dropout_smallest,
-    "dropout 50% + binarized": lambda f: binarize(
-        dropout(f, 0.5, torch.Generator().manual_seed(0))
-    ),
-    "dropout 50% least + binarized": lambda f: binarize(dropout_smallest(f)),
+    "dropout": lambda f: dropout(f, 0.5, torch.Generator().manual_seed(0)),
+    "drop least": dropout_smallest,
+    "dropout+bin": lambda f: binarize(dropout(f, 0.5, torch.Generator().manual_seed(0))),
+    "drop least+bin": lambda f: binarize(dropout_smallest(f)),
 }
 
 # ----------------------------------------------------------------------------- 4.5 interpolation
