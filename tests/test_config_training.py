@@ -85,7 +85,8 @@ def test_autoencoder_checkpoint_reloads_with_its_fine_tuned_encoder(tmp_path):
     cli.trainer.fit(cli.model, cli.datamodule)
     tuned = cli.model.representation.net.conv1.weight.detach()
     assert not torch.equal(initial, tuned)  # the encoder was trained
-    inverter = Inverter.from_checkpoint(cli.trainer.checkpoint_callback.last_model_path)
+    last = next(c.last_model_path for c in cli.trainer.checkpoint_callbacks if c.last_model_path)
+    inverter = Inverter.from_checkpoint(last)
     assert torch.equal(inverter.representation.net.conv1.weight, tuned)
     images = torch.rand(1, 3, 227, 227)
     cli.model.eval()

@@ -16,6 +16,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
 from featinv.data.datamodule import InversionDataModule
+from featinv.reliability import AtomicCheckpointIO, NonFiniteLossError
 from featinv.training import InversionModule, ReconstructionGrid
 
 SUBCOMMANDS = {"fit", "validate", "test", "predict"}
@@ -54,14 +55,19 @@ class FeatinvCLI(LightningCLI):
         # SIFT runs in the loader workers: the data module must know the representation.
         parser.link_arguments("model.representation", "data.representation")
         parser.link_arguments("model.representation_options", "data.representation_options")
-        # Always-present callbacks, configurable as --checkpoint.* and --grid.*.
+        # Always-present callbacks, configurable as --checkpoint.*, --resume_checkpoint.* and
+        # --grid.*: best.ckpt follows the validation error; last.ckpt is written for resuming
+        # (every epoch, or every N steps), whether or not a validation has run yet.
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(ModelCheckpoint, "resume_checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.filename": "best",
                 "checkpoint.monitor": "val/normalized_error",
                 "checkpoint.mode": "min",
-                "checkpoint.save_last": True,
+                "checkpoint.save_last": False,
+                "resume_checkpoint.save_top_k": 0,
+                "resume_checkpoint.save_last": True,
                 "model.decoder_options": DECODER_DEFAULTS,
             }
         )
@@ -84,6 +90,8 @@ class FeatinvCLI(LightningCLI):
         for callback in self.trainer.callbacks:
             if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
                 callback.dirpath = str(folder)
+        # A crash or a kill during a save must leave the previous checkpoint loadable.
+        self.trainer.strategy.checkpoint_io = AtomicCheckpointIO()
 
     def after_fit(self) -> None:
         if not self.trainer.is_global_zero:
@@ -105,7 +113,20 @@ class FeatinvCLI(LightningCLI):
                     f"validation normalized error (best): {float(checkpoint.best_model_score):.4f}"
                 )
             lines.append(f"best checkpoint: {checkpoint.best_model_path}")
-            lines.append(f"last checkpoint: {checkpoint.last_model_path}")
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, ModelCheckpoint) and callback.last_model_path:
+                lines.append(
+                    f"last checkpoint: {callback.last_model_path} (resume: --ckpt_path last)"
+                )
+        for stage, seen in self.model.data_faults.items():
+            skipped = sum(s for s, _ in seen.values())
+            errors = sum(e for _, e in seen.values())
+            if skipped or errors:
+                lines.append(
+                    f"{stage} data: {skipped} corrupt sample(s), {errors} shard error(s) skipped"
+                )
+        if self.model.skipped_nonfinite:
+            lines.append(f"batches skipped for a non-finite loss: {self.model.skipped_nonfinite}")
         for callback in self.trainer.callbacks:
             if isinstance(callback, ReconstructionGrid) and callback.last_path is not None:
                 lines.append(f"reconstruction grid: {callback.last_path}")
@@ -123,14 +144,17 @@ def main(args: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if args is None else args)
     if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help")):
         argv = ["fit", *argv]
-    FeatinvCLI(
-        InversionModule,
-        InversionDataModule,
-        trainer_defaults=TRAINER_DEFAULTS,
-        seed_everything_default=0,
-        save_config_kwargs={"overwrite": True},
-        args=argv,
-    )
+    try:
+        FeatinvCLI(
+            InversionModule,
+            InversionDataModule,
+            trainer_defaults=TRAINER_DEFAULTS,
+            seed_everything_default=0,
+            save_config_kwargs={"overwrite": True},
+            args=argv,
+        )
+    except NonFiniteLossError as error:
+        sys.exit(f"featinv-train: stopped: {error}")
 
 
 __all__ = ["FeatinvCLI", "main"]

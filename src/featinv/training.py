@@ -20,6 +20,7 @@ from lightning.pytorch.callbacks import Callback
 from featinv.evaluation import NormalizedErrorMetric, match_size
 from featinv.figures import comparison_grid
 from featinv.networks import CHECKPOINT_FORMAT, build_networks
+from featinv.reliability import NonFiniteLossError
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,9 @@ class InversionModule(L.LightningModule):
         train_encoder: also train Phi's parameters (the autoencoder upper bound, Sect. 4.2).
         max_normalizer_images: validation images kept to compute the normalizer N.
         grid_images: validation images shown in the reconstruction grid.
+        nonfinite_loss: ``"stop"`` (default) raises at the first NaN/inf loss, naming the step,
+            before anything from that step is saved; ``"skip"`` drops the batch (counted in
+            ``train/skipped_nonfinite``) and goes on.
     """
 
     def __init__(
@@ -57,6 +61,7 @@ class InversionModule(L.LightningModule):
         train_encoder: bool = False,
         max_normalizer_images: int = 512,
         grid_images: int = 16,
+        nonfinite_loss: str = "stop",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -66,6 +71,26 @@ class InversionModule(L.LightningModule):
         self.representation.requires_grad_(train_encoder)
         self.val_metric = NormalizedErrorMetric(max_normalizer_images)
         self.val_examples: tuple[torch.Tensor, torch.Tensor] | None = None
+        if nonfinite_loss not in ("stop", "skip"):
+            raise ValueError(f"nonfinite_loss must be 'stop' or 'skip', got {nonfinite_loss!r}")
+        self.skipped_nonfinite = 0
+        #: stage -> worker -> (corrupt samples skipped, shard errors), each worker's latest count
+        self.data_faults: dict[str, dict[int, tuple[int, int]]] = {"train": {}, "val": {}}
+
+    def _track_faults(self, batch: dict[str, Any], stage: str) -> None:
+        if "skipped" not in batch:
+            return
+        seen = self.data_faults[stage]
+        seen[int(batch.get("worker", 0))] = (
+            int(batch["skipped"]),
+            int(batch.get("shard_errors", 0)),
+        )
+        skipped = sum(s for s, _ in seen.values())
+        errors = sum(e for _, e in seen.values())
+        # running counts: an epoch's value is its largest, never an average
+        size = len(batch["image"])
+        self.log(f"{stage}/skipped_samples", float(skipped), batch_size=size, reduce_fx="max")
+        self.log(f"{stage}/shard_errors", float(errors), batch_size=size, reduce_fx="max")
 
     def train(self, mode: bool = True) -> InversionModule:
         # Phi is a fixed function (or, as an autoencoder, a fine-tuned one): its dropout and
@@ -91,17 +116,33 @@ class InversionModule(L.LightningModule):
         features = batch["features"] if "features" in batch else self.features(images)
         return images, self.decoder(features)
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+        self._track_faults(batch, "train")
         images, reconstructions = self._reconstruct(batch)
         # A decoder may predict a smaller image than its input (Sect. 2.2): compare at its size.
         target = match_size(images, tuple(reconstructions.shape[-2:]))
         loss = F.mse_loss(reconstructions.float(), target)
+        if not torch.isfinite(loss):
+            step = self.global_step if self._trainer is not None else batch_idx
+            keys = batch.get("key", [])[:4]
+            if self.hparams.nonfinite_loss == "skip":
+                self.skipped_nonfinite += 1
+                log.warning("non-finite loss at step %d (batch %s...): batch skipped", step, keys)
+                self.log("train/skipped_nonfinite", float(self.skipped_nonfinite))
+                return None  # Lightning skips the optimizer step for this batch
+            raise NonFiniteLossError(
+                f"the loss is {loss.item()} at global step {step} (batch keys {keys}...). "
+                "Nothing from this step was saved; resume from the last checkpoint with "
+                "--ckpt_path last after lowering the learning rate (--model.lr) or checking "
+                "the inputs, or set --model.nonfinite_loss skip to drop such batches."
+            )
         self.log("train/loss", loss, prog_bar=True, batch_size=images.shape[0])
         if self._trainer is not None and self.trainer.optimizers:
             self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._track_faults(batch, "val")
         images, reconstructions = self._reconstruct(batch)
         self.val_metric.update(images, reconstructions)
         if batch_idx == 0:
@@ -149,6 +190,19 @@ class InversionModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["featinv"] = {"format": CHECKPOINT_FORMAT}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse, by name, to resume from a checkpoint of another representation."""
+        if "featinv" not in checkpoint:
+            raise ValueError("not a featinv checkpoint (no 'featinv' entry): cannot resume from it")
+        theirs = checkpoint.get("hyper_parameters", {})
+        for key in ("representation", "representation_options", "image_size", "decoder_options"):
+            if theirs.get(key) != self.hparams.get(key):
+                raise ValueError(
+                    f"this checkpoint was trained with {key}={theirs.get(key)!r}, the run is "
+                    f"configured with {key}={self.hparams.get(key)!r}: resume with the config "
+                    "the checkpoint was trained with (its config.yaml), or start a new run"
+                )
 
 
 class ReconstructionGrid(Callback):

@@ -50,12 +50,15 @@ class ShardSummary:
     written: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
     classes: list[str] = field(default_factory=list)
+    renamed: list[tuple[str, str]] = field(default_factory=list)
 
     def __str__(self) -> str:
         lines = [f"wrote {self.written} samples into {len(self.shards)} shard(s)"]
         if self.classes:
             lines.append(f"{len(self.classes)} classes")
         lines.append(f"skipped {len(self.skipped)} file(s) that could not be decoded")
+        if self.renamed:
+            lines.append(f"renamed {len(self.renamed)} duplicate key(s), e.g. {self.renamed[0]}")
         lines += [f"  skipped {path}: {reason}" for path, reason in self.skipped[:20]]
         if len(self.skipped) > 20:
             lines.append(f"  ... and {len(self.skipped) - 20} more")
@@ -142,6 +145,20 @@ def write_shards(
     summary = ShardSummary(classes=classes)
     root = Path(source)
 
+    used: set[str] = set()
+
+    def unique_key(path: Path) -> str:
+        # photo.jpg and photo.png share a key; a second sample with a key would be dropped.
+        key = base = sample_key(path.relative_to(root))
+        number = 1
+        while key in used:
+            key, number = f"{base}_dup{number}", number + 1
+        if key != base:
+            summary.renamed.append((str(path), key))
+            log.warning("duplicate key %s for %s: stored as %s", base, path, key)
+        used.add(key)
+        return key
+
     def samples() -> Iterator[dict[str, Any]]:
         for path, label in tqdm(files, desc="writing shards", unit="img", disable=not progress):
             try:
@@ -152,7 +169,7 @@ def write_shards(
                 continue
             encoded = encode_image(array, image_format, quality)
             sample: dict[str, Any] = {
-                "__key__": sample_key(path.relative_to(root)),
+                "__key__": unique_key(path),
                 image_format: encoded,
             }
             if features == "sift":
@@ -251,6 +268,17 @@ class SampleDecoder:
         self.transform = transform
         self.loader_representation = loader_representation
         self.skipped = 0
+        self.shard_errors = 0
+
+    def handle_shard_error(self, error: Exception) -> bool:
+        """webdataset handler: a truncated shard or a duplicate key is logged, counted, skipped."""
+        self.shard_errors += 1
+        log.warning(
+            "skipping unreadable shard data: %r (%d shard error(s) so far in this worker)",
+            error,
+            self.shard_errors,
+        )
+        return True
 
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any] | None:
         key = sample.get("__key__", "?")
@@ -259,7 +287,8 @@ class SampleDecoder:
             if data is None:
                 raise CorruptImageError(f"no image field among {sorted(sample)}")
             crop, box = self.transform.crop(decode_rgb(data))
-        except CorruptImageError as error:
+            label = int(sample["cls"]) if "cls" in sample else -1
+        except (CorruptImageError, ValueError) as error:
             self.skipped += 1
             log.warning(
                 "skipping corrupt sample %s in %s: %s (%d skipped so far in this worker)",
@@ -269,7 +298,6 @@ class SampleDecoder:
                 self.skipped,
             )
             return None
-        label = int(sample["cls"]) if "cls" in sample else -1
         out = {"image": to_tensor(crop), "label": label, "key": key}
         if self.loader_representation is not None:
             out["features"] = torch.from_numpy(self._loader_features(sample, crop, box))
@@ -295,21 +323,36 @@ class SampleDecoder:
 
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         """Stack decoded samples into a batch, with this worker's running count of skips."""
+        info = torch.utils.data.get_worker_info()
         batch = {
             "image": torch.stack([s["image"] for s in samples]),
             "label": torch.tensor([s["label"] for s in samples], dtype=torch.long),
             "key": [s["key"] for s in samples],
+            # running counts of this loader worker (the module sums the workers' latest)
+            "worker": info.id if info is not None else 0,
             "skipped": self.skipped,
+            "shard_errors": self.shard_errors,
         }
         if "features" in samples[0]:
             batch["features"] = torch.stack([s["features"] for s in samples])
         return batch
 
 
-def _log_and_continue(error: Exception) -> bool:
-    """webdataset handler: a broken tar member or truncated shard is logged and skipped."""
-    log.warning("skipping unreadable shard data: %r", error)
-    return True
+class EvaluationPass(torch.utils.data.IterableDataset):
+    """One read of evaluation shards per iteration, with skip counts that start at zero.
+
+    The counts then describe one validation pass, whether the pipeline lives in the main
+    process (num_workers=0, reused every epoch) or in fresh loader workers.
+    """
+
+    def __init__(self, pipeline: wds.WebDataset, decoder: SampleDecoder) -> None:
+        super().__init__()
+        self.pipeline = pipeline
+        self.decoder = decoder
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        self.decoder.skipped = self.decoder.shard_errors = 0
+        yield from self.pipeline
 
 
 def shard_pipeline(
@@ -320,7 +363,7 @@ def shard_pipeline(
     shuffle_buffer: int = 1000,
     seed: int | None = None,
     loader_representation: SparseSIFT | None = None,
-) -> wds.WebDataset:
+) -> wds.WebDataset | EvaluationPass:
     """A batched webdataset pipeline over shards.
 
     Training resamples shards with replacement (every rank and worker draws independently, so
@@ -328,13 +371,14 @@ def shard_pipeline(
     shard once, split across nodes and workers, in order, and keeps the last partial batch.
     """
     urls = expand_shards(pattern)
+    decoder = SampleDecoder(transform, loader_representation)
     dataset = wds.WebDataset(
         urls,
         resampled=train,
         shardshuffle=False,
         nodesplitter=None if train else wds.split_by_node,
         workersplitter=None if train else wds.split_by_worker,
-        handler=_log_and_continue,
+        handler=decoder.handle_shard_error,
         empty_check=False,
         seed=seed,
     )
@@ -342,12 +386,12 @@ def shard_pipeline(
         # No fixed seed here: each worker must shuffle differently (the shard resampling
         # and the crops are seeded per worker).
         dataset = dataset.shuffle(shuffle_buffer)
-    decoder = SampleDecoder(transform, loader_representation)
-    return (
+    pipeline = (
         dataset.map(decoder)
         .select(lambda sample: sample is not None)
         .batched(batch_size, collation_fn=decoder.collate, partial=not train)
     )
+    return pipeline if train else EvaluationPass(pipeline, decoder)
 
 
 if __name__ == "__main__":

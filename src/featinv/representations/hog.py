@@ -107,6 +107,9 @@ def _hard_orientation_bins(
     """
     # angle in units of bins, shifted into [0.5, 2n + 0.5] so that floor() rounds.
     turns = torch.atan2(gy, gx).mul_(num_orientations / math.pi).add_(num_orientations + 0.5)
+    # A NaN pixel must give NaN features (and a NaN loss the trainer reports), not a garbage
+    # bin index: its vote carries the NaN magnitude into a valid bin.
+    turns = torch.nan_to_num_(turns, nan=0.5)
     nearest = turns.floor()
     ambiguous = (turns - nearest).sub_(0.5).abs_() > 0.5 - 1e-3
     where = ambiguous.nonzero(as_tuple=True)
@@ -127,6 +130,7 @@ def _bilinear_orientation_votes(
     cos_table, sin_table = _orientation_table(gx, num_orientations)
     with torch.no_grad():
         turns = torch.atan2(gy, gx).mul_(num_orientations / math.pi).add_(num_orientations)
+        turns = torch.nan_to_num_(turns, nan=0.0)  # NaN pixels: valid bin, NaN vote
         k0 = turns.long().remainder_(num_orientations)
         k1 = (k0 + 1).remainder_(num_orientations)
     s0 = gx * cos_table[k0] + gy * sin_table[k0]

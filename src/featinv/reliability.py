@@ -1,0 +1,42 @@
+"""What keeps long runs safe: atomic checkpoint writes and a clear stop on a non-finite loss."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; nothing was saved from the bad step."""
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write each checkpoint to a temporary file beside it, then rename it into place.
+
+    A crash (or a full disk, or SIGKILL) during a save leaves the previous checkpoint intact
+    and loadable: the rename is atomic on POSIX file systems, so ``last.ckpt`` is always
+    either the old complete file or the new complete file, never a partial one.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None
+    ) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(
+            prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
+        )
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                torch.save(checkpoint, stream)
+                stream.flush()
+                os.fsync(stream.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
