@@ -26,18 +26,23 @@ METHOD_KEYS = {
 }
 
 
-def save_checkpoint(path: Path, **hparams) -> Path:
-    """A featinv checkpoint as the trainer writes it (state dict, hyper-parameters, marker)."""
+def save_checkpoint(path: Path, train_steps: int = 3, **hparams) -> Path:
+    """A small *trained* featinv checkpoint, as the trainer writes it (state dict,
+    hyper-parameters, marker): a few Adam steps on random images first."""
     torch.manual_seed(0)
     module = InversionModule(**hparams)
-    torch.save(
-        {
-            "state_dict": module.state_dict(),
-            "hyper_parameters": dict(module.hparams),
-            "featinv": {"format": CHECKPOINT_FORMAT},
-        },
-        path,
-    )
+    optimizer = torch.optim.Adam(module.decoder.parameters(), lr=1e-3)
+    size = module.hparams.image_size
+    for _ in range(train_steps):
+        optimizer.zero_grad()
+        module.training_step({"image": torch.rand(2, 3, size, size)}, 0).backward()
+        optimizer.step()
+    checkpoint = {
+        "state_dict": module.state_dict(),
+        "hyper_parameters": dict(module.hparams),
+        "featinv": {"format": CHECKPOINT_FORMAT},
+    }
+    torch.save(checkpoint, path)
     return path
 
 
