@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import time
@@ -51,3 +52,36 @@ def best_time(fn: Callable[[], object], repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+def feature_benchmark_args(doc: str | None) -> argparse.Namespace:
+    """The options the feature benchmarks share; sets torch's thread count."""
+    parser = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"machine: {describe_machine()}")
+    print(f"batch {args.batch} x {args.size}x{args.size}, {args.threads} torch threads")
+    return args
+
+
+def print_gpu_figure(
+    name: str, module: torch.nn.Module, images: torch.Tensor, repeats: int
+) -> None:
+    """Milliseconds per image of ``module`` on the GPU, when there is one."""
+    if not torch.cuda.is_available():
+        return
+    gpu_images, gpu_module = images.cuda(), module.cuda()
+
+    def on_gpu() -> None:
+        gpu_module(gpu_images)
+        torch.cuda.synchronize()
+
+    with torch.inference_mode():
+        seconds = best_time(on_gpu, repeats) / len(images)
+    print(f"{name} ({torch.cuda.get_device_name(0)}): {seconds * 1e3:7.3f} ms/image")

@@ -9,7 +9,6 @@ GPU is present, the torch figure on the GPU is printed too.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -17,26 +16,16 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import best_time, describe_machine, photo_crops
+from _machine import best_time, feature_benchmark_args, photo_crops, print_gpu_figure
 
 from featinv.representations import HOG
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = feature_benchmark_args(__doc__)
     crops = photo_crops(args.batch, args.size)
     images = torch.from_numpy(crops).permute(0, 3, 1, 2).float().div(255)
     hog = HOG()
-    print(f"machine: {describe_machine()}")
-    print(f"batch {args.batch} x {args.size}x{args.size}, {args.threads} torch threads")
     print(f"timing: best of {args.repeats} runs after a warm-up")
 
     with torch.inference_mode():
@@ -60,17 +49,7 @@ def main() -> None:
     print(f"dlib FHOG (C++):   {dlib_s * 1e3:7.3f} ms/image")
     print(f"speed ratio torch/dlib: {dlib_s / torch_s:.2f}x  (1.0 = as fast as dlib)")
 
-    if torch.cuda.is_available():
-        gpu_images = images.cuda()
-        hog_gpu = hog.cuda()
-
-        def on_gpu() -> None:
-            hog_gpu(gpu_images)
-            torch.cuda.synchronize()
-
-        with torch.inference_mode():
-            gpu_s = best_time(on_gpu, args.repeats) / args.batch
-        print(f"torch HOG ({torch.cuda.get_device_name(0)}): {gpu_s * 1e3:7.3f} ms/image")
+    print_gpu_figure("torch HOG", hog, images, args.repeats)
 
 
 if __name__ == "__main__":

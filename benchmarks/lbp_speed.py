@@ -9,31 +9,20 @@ Prints ms per image and the ratio (skimage time / torch time: above 1 means torc
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import best_time, describe_machine, photo_crops
+from _machine import best_time, feature_benchmark_args, photo_crops, print_gpu_figure
 
 from featinv.representations import LBP, rgb_to_grey
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = feature_benchmark_args(__doc__)
     images = torch.from_numpy(photo_crops(args.batch, args.size)).permute(0, 3, 1, 2).float() / 255
-    print(f"machine: {describe_machine()}")
-    print(f"batch {args.batch} x {args.size}x{args.size}, {args.threads} torch threads")
     lbp = LBP()
     with torch.inference_mode():
         torch_s = best_time(lambda: lbp(images), args.repeats) / args.batch
@@ -52,16 +41,7 @@ def main() -> None:
     print(f"skimage local_binary_pattern, codes only: {sk_s * 1e3:7.3f} ms/image")
     print(f"speed ratio torch/skimage: {sk_s / torch_s:.2f}x  (1.0 = as fast as skimage)")
 
-    if torch.cuda.is_available():
-        gpu_images, lbp_gpu = images.cuda(), lbp.cuda()
-
-        def on_gpu() -> None:
-            lbp_gpu(gpu_images)
-            torch.cuda.synchronize()
-
-        with torch.inference_mode():
-            gpu_s = best_time(on_gpu, args.repeats) / args.batch
-        print(f"torch LBP ({torch.cuda.get_device_name(0)}): {gpu_s * 1e3:7.3f} ms/image")
+    print_gpu_figure("torch LBP", lbp, images, args.repeats)
 
 
 if __name__ == "__main__":

@@ -113,6 +113,16 @@ def conv_checkpoint(tmp_path):
     )
 
 
+def _fc8_checkpoint(tmp_path, weights: str):
+    return save_checkpoint(
+        tmp_path / "fc8.ckpt",
+        representation="alexnet",
+        image_size=227,
+        representation_options={"layer": "fc8", "weights": weights},
+        decoder_options={"fc_width": 16, "start_channels": 8},
+    )
+
+
 @pytest.mark.parametrize("experiment", ["perturb", "interpolate", "sample"])
 def test_experiments_end_to_end(tmp_path, conv_checkpoint, experiment):
     out = tmp_path / experiment
@@ -163,13 +173,7 @@ def test_interpolation_ends_reconstruct_the_two_images(tmp_path, conv_checkpoint
 
 
 def test_top5_on_fc8_and_refused_elsewhere(tmp_path, conv_checkpoint):
-    fc8 = save_checkpoint(
-        tmp_path / "fc8.ckpt",
-        representation="alexnet",
-        image_size=227,
-        representation_options={"layer": "fc8", "weights": "random"},
-        decoder_options={"fc_width": 16, "start_channels": 8},
-    )
+    fc8 = _fc8_checkpoint(tmp_path, "random")
     numbers = main(
         [
             "--experiment",
@@ -201,13 +205,7 @@ def test_top5_names_the_predicted_class_when_weights_come_from_a_file(tmp_path):
 
     weights = tmp_path / "caffenet.pth"
     torch.save(AlexNet("fc8", weights="random").net.state_dict(), weights)
-    fc8 = save_checkpoint(
-        tmp_path / "fc8.ckpt",
-        representation="alexnet",
-        image_size=227,
-        representation_options={"layer": "fc8", "weights": str(weights)},
-        decoder_options={"fc_width": 16, "start_channels": 8},
-    )
+    fc8 = _fc8_checkpoint(tmp_path, str(weights))
     numbers = main(
         [
             "--experiment",
