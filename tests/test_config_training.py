@@ -17,6 +17,7 @@ from featinv import Inverter
 from featinv.cli import FeatinvCLI
 from featinv.data.datamodule import InversionDataModule
 from featinv.training import InversionModule
+from tests.training_helpers import train_steps
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 MODEL_CONFIGS = sorted(
@@ -59,14 +60,7 @@ def test_config_trains_a_few_steps(path, tmp_path):
     module, data = cli.model, cli.datamodule
     data.setup("fit")
     batch = next(iter(data.train_dataloader()))
-    optimizer = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=1e-3)
-    losses = []
-    for _ in range(8):
-        optimizer.zero_grad()
-        loss = module.training_step(batch, 0)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = train_steps(module, batch, 8)
     assert all(torch.isfinite(torch.tensor(losses))), losses
     assert min(losses[-3:]) < losses[0], losses
 

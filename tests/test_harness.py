@@ -13,6 +13,7 @@ from PIL import Image
 from featinv.harness import main
 from featinv.networks import CHECKPOINT_FORMAT
 from featinv.training import InversionModule
+from tests.training_helpers import train_steps as run_steps
 
 METHOD_KEYS = {
     "representation",
@@ -31,12 +32,8 @@ def save_checkpoint(path: Path, train_steps: int = 3, **hparams) -> Path:
     hyper-parameters, marker): a few Adam steps on random images first."""
     torch.manual_seed(0)
     module = InversionModule(**hparams)
-    optimizer = torch.optim.Adam(module.decoder.parameters(), lr=1e-3)
     size = module.hparams.image_size
-    for _ in range(train_steps):
-        optimizer.zero_grad()
-        module.training_step({"image": torch.rand(2, 3, size, size)}, 0).backward()
-        optimizer.step()
+    run_steps(module, {"image": torch.rand(2, 3, size, size)}, train_steps)
     checkpoint = {
         "state_dict": module.state_dict(),
         "hyper_parameters": dict(module.hparams),

@@ -10,6 +10,7 @@ from featinv import Inverter
 from featinv.cli import main
 from featinv.data.datamodule import InversionDataModule
 from featinv.training import InversionModule
+from tests.training_helpers import train_steps
 
 TINY_DECODER = {"width": 16, "max_width": 32, "min_width": 8}
 
@@ -17,15 +18,7 @@ TINY_DECODER = {"width": 16, "max_width": 32, "min_width": 8}
 def test_loss_falls_on_a_fixed_batch(photo_batch):
     torch.manual_seed(0)
     module = InversionModule(image_size=64, decoder_options=TINY_DECODER)
-    optimizer = torch.optim.Adam(module.decoder.parameters(), lr=1e-3)
-    batch = {"image": photo_batch}
-    losses = []
-    for _ in range(60):
-        optimizer.zero_grad()
-        loss = module.training_step(batch, 0)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = train_steps(module, {"image": photo_batch}, 60)
     assert losses[-1] < 0.5 * losses[0], losses[::10]
 
 
