@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 
 from featinv.data.images import resize_shorter_side, to_tensor
-from featinv.data.shards import expand_shards, main, shard_pipeline, write_shards
+from featinv.data.shard_writer import main, write_shards
+from featinv.data.shards import expand_shards, shard_pipeline
 from featinv.data.transforms import EvalTransform, TrainTransform, center_crop
 
 

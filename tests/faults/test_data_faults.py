@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from featinv.data.images import encode_image
-from featinv.data.shards import expand_shards, shard_pipeline, write_shards
+from featinv.data.shard_writer import write_shards
+from featinv.data.shards import expand_shards, shard_pipeline
 from featinv.data.transforms import EvalTransform, TrainTransform
 from tests.faults.conftest import add_member
 

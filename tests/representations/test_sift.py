@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from featinv.data.images import resize_shorter_side
-from featinv.data.shards import shard_pipeline, write_shards
+from featinv.data.shard_writer import write_shards
+from featinv.data.shards import shard_pipeline
 from featinv.data.transforms import EvalTransform, TrainTransform, center_crop
 from featinv.representations import build_representation
 from featinv.representations.sift import SparseSIFT, detect_sift, grey_255, sift_grid

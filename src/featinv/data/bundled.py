@@ -24,7 +24,7 @@ import numpy as np
 import skimage
 
 from featinv.data.images import decode_rgb, encode_image, resize_shorter_side
-from featinv.data.shards import write_samples
+from featinv.data.shard_writer import write_samples
 from featinv.data.transforms import center_crop
 
 log = logging.getLogger(__name__)

@@ -1,20 +1,17 @@
-"""webdataset shards: writing an image folder into tar shards, and streaming batches back.
+"""Streaming batches from webdataset shards (written by ``featinv.data.shard_writer``).
 
-A sample is ``key.jpg`` (RGB JPEG, shorter side resized) and, when the source folder has
-ImageNet's one-folder-per-class layout, ``key.cls`` (the class index as text). Writing and
-reading both decode through ``featinv.data.images.decode_rgb``, so every image mode is handled
-the same way and undecodable files are skipped and counted, never fatal.
+Training resamples shards (every DDP rank and loader worker draws its own stream; an epoch is
+a number of batches); evaluation reads every sample exactly once, split across ranks and
+workers. Images decode through ``featinv.data.images.decode_rgb``, as in the writer, and
+undecodable samples are skipped and counted, never fatal.
 """
 
 from __future__ import annotations
 
-import argparse
 import glob
 import io
-import json
 import logging
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,209 +19,16 @@ import braceexpand
 import numpy as np
 import torch
 import webdataset as wds
-from tqdm.auto import tqdm
 
 from featinv.data.images import (
-    IMAGE_EXTENSIONS,
     CorruptImageError,
     decode_rgb,
-    encode_image,
-    list_images,
-    resize_shorter_side,
     to_tensor,
 )
 from featinv.data.transforms import Box, EvalTransform, TrainTransform
-from featinv.representations.sift import SparseSIFT, detect_sift, grey_255, pack_keypoints
+from featinv.representations.sift import SparseSIFT
 
 log = logging.getLogger(__name__)
-
-
-# ----------------------------------------------------------------------------- writing
-
-
-@dataclass
-class ShardSummary:
-    """What a shard-writing run did."""
-
-    shards: list[str] = field(default_factory=list)
-    written: int = 0
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    classes: list[str] = field(default_factory=list)
-    renamed: list[tuple[str, str]] = field(default_factory=list)
-
-    def __str__(self) -> str:
-        lines = [f"wrote {self.written} samples into {len(self.shards)} shard(s)"]
-        if self.classes:
-            lines.append(f"{len(self.classes)} classes")
-        lines.append(f"skipped {len(self.skipped)} file(s) that could not be decoded")
-        if self.renamed:
-            lines.append(f"renamed {len(self.renamed)} duplicate key(s), e.g. {self.renamed[0]}")
-        lines += [f"  skipped {path}: {reason}" for path, reason in self.skipped[:20]]
-        if len(self.skipped) > 20:
-            lines.append(f"  ... and {len(self.skipped) - 20} more")
-        return "\n".join(lines)
-
-
-def sample_key(relative: Path) -> str:
-    """A webdataset key from a relative path: no dots (they split extensions) and no slashes."""
-    return str(relative.with_suffix("")).replace("/", "__").replace(".", "_")
-
-
-def find_source_images(source: str | Path) -> tuple[list[tuple[Path, int | None]], list[str]]:
-    """Images below ``source`` with their class index, and the class names.
-
-    The class-folder layout (every top-level entry holding images is a folder) gives labels in
-    the sorted order of the folder names, as torchvision's ``ImageFolder`` does.
-
-    Raises:
-        FileNotFoundError: if ``source`` is not a folder.
-        ValueError: if it holds no images.
-    """
-    root = Path(source)
-    if not root.is_dir():
-        raise FileNotFoundError(f"image folder {root} does not exist or is not a folder")
-    images = list_images(root)
-    if not images:
-        raise ValueError(
-            f"no images found in {root} (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})"
-        )
-    top_level = {p.relative_to(root).parts[0] for p in images}
-    if all((root / name).is_dir() for name in top_level):
-        classes = sorted(top_level)
-        index = {name: i for i, name in enumerate(classes)}
-        return [(p, index[p.relative_to(root).parts[0]]) for p in images], classes
-    return [(p, None) for p in images], []
-
-
-def write_samples(
-    samples: Iterable[dict[str, Any]],
-    output: str | Path,
-    prefix: str = "shard",
-    samples_per_shard: int = 1000,
-) -> list[str]:
-    """Write ready-made webdataset samples (``__key__`` plus encoded fields) into tar shards."""
-    out = Path(output)
-    out.mkdir(parents=True, exist_ok=True)
-    with wds.ShardWriter(
-        str(out / f"{prefix}-%06d.tar"), maxcount=samples_per_shard, verbose=0
-    ) as sink:
-        for sample in samples:
-            sink.write(sample)
-        count = sink.shard
-    return [str(out / f"{prefix}-{i:06d}.tar") for i in range(count)]
-
-
-def write_shards(
-    source: str | Path,
-    output: str | Path,
-    size: int = 256,
-    samples_per_shard: int = 1000,
-    prefix: str = "shard",
-    quality: int = 95,
-    progress: bool = True,
-    image_format: str = "jpg",
-    features: str | None = None,
-) -> ShardSummary:
-    """Write the images of a folder into webdataset tar shards.
-
-    Args:
-        source: an image folder, flat or with one sub-folder per class.
-        output: the folder that receives ``{prefix}-000000.tar``, ... and ``classes.json``.
-        size: the shorter side of every stored image (resized with antialiasing).
-        samples_per_shard: samples per tar file.
-        prefix: shard file name prefix.
-        quality: JPEG quality of the stored images.
-        progress: show a progress bar.
-        image_format: ``"jpg"`` (compact, the default) or ``"png"`` (lossless).
-        features: ``"sift"`` also stores VLFeat SIFT keypoints (``key.sift.npz``), computed
-            once here instead of in every epoch's loader workers.
-    """
-    if features not in (None, "sift"):
-        raise ValueError(f"features must be None or 'sift', got {features!r}")
-    files, classes = find_source_images(source)
-    summary = ShardSummary(classes=classes)
-    root = Path(source)
-
-    used: set[str] = set()
-
-    def unique_key(path: Path) -> str:
-        # photo.jpg and photo.png share a key; a second sample with a key would be dropped.
-        key = base = sample_key(path.relative_to(root))
-        number = 1
-        while key in used:
-            key, number = f"{base}_dup{number}", number + 1
-        if key != base:
-            summary.renamed.append((str(path), key))
-            log.warning("duplicate key %s for %s: stored as %s", base, path, key)
-        used.add(key)
-        return key
-
-    def samples() -> Iterator[dict[str, Any]]:
-        for path, label in tqdm(files, desc="writing shards", unit="img", disable=not progress):
-            try:
-                array = resize_shorter_side(decode_rgb(path), size)
-            except CorruptImageError as error:
-                summary.skipped.append((str(path), str(error)))
-                log.warning("skipping %s: %s", path, error)
-                continue
-            encoded = encode_image(array, image_format, quality)
-            sample: dict[str, Any] = {
-                "__key__": unique_key(path),
-                image_format: encoded,
-            }
-            if features == "sift":
-                sample["sift.npz"] = sift_npz(decode_rgb(encoded))
-            if label is not None:
-                sample["cls"] = str(label).encode()
-            summary.written += 1
-            yield sample
-
-    summary.shards = write_samples(samples(), output, prefix, samples_per_shard)
-    Path(output, "classes.json").write_text(json.dumps(classes))
-    return summary
-
-
-def sift_npz(rgb: np.ndarray) -> bytes:
-    """SIFT keypoints of the pixels a reader will decode, as ``.npz`` bytes."""
-    buffer = io.BytesIO()
-    np.savez(buffer, **pack_keypoints(*detect_sift(grey_255(rgb))))
-    return buffer.getvalue()
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``featinv-shards SRC OUT``: write an image folder into webdataset shards."""
-    parser = argparse.ArgumentParser(
-        prog="featinv-shards", description="Write an image folder into webdataset tar shards."
-    )
-    parser.add_argument("source", help="image folder (flat, or one sub-folder per class)")
-    parser.add_argument("output", help="folder for the .tar shards")
-    parser.add_argument("--size", type=int, default=256, help="shorter side of stored images")
-    parser.add_argument("--samples-per-shard", type=int, default=1000)
-    parser.add_argument("--prefix", default="shard")
-    parser.add_argument("--quality", type=int, default=95, help="JPEG quality")
-    parser.add_argument("--format", default="jpg", choices=["jpg", "png"], help="stored format")
-    parser.add_argument(
-        "--features", choices=["sift"], default=None, help="also store SIFT keypoints per image"
-    )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    try:
-        summary = write_shards(
-            args.source,
-            args.output,
-            size=args.size,
-            samples_per_shard=args.samples_per_shard,
-            prefix=args.prefix,
-            quality=args.quality,
-            image_format=args.format,
-            features=args.features,
-        )
-    except (FileNotFoundError, ValueError) as error:
-        parser.exit(2, f"featinv-shards: error: {error}\n")
-    print(summary)
-
-
-# ----------------------------------------------------------------------------- reading
 
 
 def expand_shards(pattern: str | list[str]) -> list[str]:
@@ -392,7 +196,3 @@ def shard_pipeline(
         .batched(batch_size, collation_fn=decoder.collate, partial=not train)
     )
     return pipeline if train else EvaluationPass(pipeline, decoder)
-
-
-if __name__ == "__main__":
-    main()
