@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from lightning.pytorch.strategies import DDPStrategy
 
 from featinv import Inverter
 from featinv.cli import FeatinvCLI
@@ -21,7 +22,9 @@ from tests.training_helpers import train_steps
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 MODEL_CONFIGS = sorted(
-    p for p in CONFIGS.rglob("*.yaml") if "model" in yaml.safe_load(p.read_text())
+    p
+    for p in CONFIGS.rglob("*.yaml")
+    if "representation" in (yaml.safe_load(p.read_text()).get("model") or {})
 )
 NARROW = {
     "spatial": "{width: 8, max_width: 16, min_width: 8}",
@@ -103,3 +106,51 @@ def test_training_step_uses_features_that_arrive_with_the_batch(tmp_path):
     features = torch.rand(2, 133, 8, 8)
     _, reconstructions = module._reconstruct({"image": images, "features": features})
     assert torch.equal(reconstructions, module.decoder(features))
+
+
+def test_multi_gpu_config_trains_with_ddp_bf16_and_channels_last(tmp_path):
+    """configs/trainer/multi_gpu.yaml on top of a model config, on one CPU device."""
+    torch.manual_seed(0)
+    cli = _cli(
+        CONFIGS / "hog.yaml",
+        tmp_path,
+        f"--config={CONFIGS / 'trainer' / 'multi_gpu.yaml'}",
+        "--trainer.accelerator=cpu",  # the one override a GPU machine would not need
+        "--trainer.devices=1",
+        "--trainer.max_steps=3",
+        "--trainer.limit_val_batches=1",
+        "--data.samples_per_epoch=6",  # 3 batches of 2 on 1 process
+        "--data.num_workers=0",
+    )
+    assert isinstance(cli.trainer.strategy, DDPStrategy)
+    assert cli.trainer.precision == "bf16-mixed" and cli.datamodule.batches_per_rank() == 3
+    cli.trainer.fit(cli.model, cli.datamodule)
+    assert cli.trainer.global_step == 3
+    assert torch.isfinite(cli.trainer.callback_metrics["val/normalized_error"])
+    convs = [p for p in cli.model.decoder.parameters() if p.dim() == 4]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    # channels-last weights load into a plain decoder: the checkpoint describes itself
+    last = next(c.last_model_path for c in cli.trainer.checkpoint_callbacks if c.last_model_path)
+    inverter = Inverter.from_checkpoint(last)
+    features = cli.model.features(torch.rand(2, 3, 32, 32))
+    cli.model.eval()
+    with torch.no_grad():
+        assert torch.allclose(inverter.decode(features), cli.model(features), atol=1e-6)
+
+
+def test_compiled_decoder_keeps_its_checkpoint_keys_and_outputs(tmp_path):
+    cli = _cli(
+        CONFIGS / "hog.yaml",
+        tmp_path,
+        "--model.compile_decoder=true",
+        "--model.compile_options={backend: eager}",  # the plumbing, without a C++ build
+    )
+    module = cli.model.eval()
+    features = module.features(torch.rand(2, 3, 32, 32))
+    with torch.no_grad():
+        expected = module(features)
+        keys = set(module.decoder.state_dict())
+        module.configure_model()
+        module.configure_model()  # a second fit/validate does not compile twice
+        assert module.decoder_compiled and set(module.decoder.state_dict()) == keys
+        assert torch.allclose(module(features), expected, atol=1e-6)

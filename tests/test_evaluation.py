@@ -51,6 +51,20 @@ def test_streaming_metric_equals_the_batch_computation(photo_batch):
     assert result["normalized_error"].item() == pytest.approx(expected.item(), rel=1e-6)
 
 
+def test_capped_normalizer_uses_the_same_images_however_the_set_is_split(photo_batch):
+    keys = [f"img{i}" for i in range(5)]
+    recon = photo_batch.flip(0)
+    whole, pieces = NormalizedErrorMetric(3), NormalizedErrorMetric(3)
+    whole.update(photo_batch, recon, keys)
+    for i in (4, 1, 3, 0, 2):  # another order and split, as another rank layout would give
+        pieces.update(photo_batch[i : i + 1], recon[i : i + 1], keys[i : i + 1])
+    a, b = whole.compute(), pieces.compute()
+    assert a["normalizer"].item() == b["normalizer"].item()
+    assert a["normalized_error"].item() == pytest.approx(b["normalized_error"].item(), rel=1e-12)
+    # and the kept subset is a real subset: N differs from the one over all five images
+    assert a["normalizer"].item() != pytest.approx(mean_pairwise_distance(photo_batch).item())
+
+
 def test_feature_error_is_relative():
     phi = torch.tensor([[3.0, 4.0]])
     assert feature_error(phi, phi).item() == 0

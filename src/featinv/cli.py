@@ -118,9 +118,10 @@ class FeatinvCLI(LightningCLI):
                 lines.append(
                     f"last checkpoint: {callback.last_model_path} (resume: --ckpt_path last)"
                 )
-        for stage, seen in self.model.data_faults.items():
-            skipped = sum(s for s, _ in seen.values())
-            errors = sum(e for _, e in seen.values())
+        for stage in ("train", "val"):
+            # summed over loader workers and processes at the end of each epoch
+            skipped = int(metrics.get(f"{stage}/skipped_samples", 0))
+            errors = int(metrics.get(f"{stage}/shard_errors", 0))
             if skipped or errors:
                 lines.append(
                     f"{stage} data: {skipped} corrupt sample(s), {errors} shard error(s) skipped"

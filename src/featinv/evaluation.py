@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
 import torch.nn.functional as F
 from torchmetrics import Metric
@@ -56,37 +58,70 @@ def feature_error(features_hat: torch.Tensor, features: torch.Tensor) -> torch.T
     return diff / features.flatten(1).norm(dim=1).clamp_min(torch.finfo(features.dtype).tiny)
 
 
+def key_order(keys: list[str]) -> torch.Tensor:
+    """A stable pseudo-random 63-bit rank per sample key (the same in every process)."""
+    digests = [hashlib.blake2b(key.encode(), digest_size=8).digest() for key in keys]
+    return torch.tensor([int.from_bytes(d, "big") >> 1 for d in digests], dtype=torch.long)
+
+
 class NormalizedErrorMetric(Metric):
     """Streaming normalized reconstruction error, reduced across DDP ranks by torchmetrics.
 
-    Distances are summed as batches arrive; the normalizer N needs the images themselves, so
-    the first ``max_normalizer_images`` images (per process) are kept. When every validation
-    image is kept, N is exactly the paper's; otherwise it is estimated on that subset.
-    ``compute()`` also returns the error of the constant mean-image predictor on the kept
-    images, the ~0.7 reference any decoder must beat.
+    Distances are summed as batches arrive. The normalizer N needs the images themselves, so
+    at most ``max_normalizer_images`` are kept: when every validation image fits, N is exactly
+    the paper's; otherwise it is estimated on a subset. With sample keys the subset is the
+    images whose key hashes are smallest, so it is the same whether the set is split over one
+    process or many (the multi-GPU error then equals the single-process one); without keys it
+    is the first images each process sees. ``compute()`` also returns the error of the
+    constant mean-image predictor on the kept images, the ~0.7 reference any decoder must beat.
     """
 
     full_state_update = False
 
     def __init__(self, max_normalizer_images: int = 512) -> None:
         super().__init__()
+        if max_normalizer_images < 2:
+            raise ValueError("the normalizer needs at least 2 images (it averages over pairs)")
         self.max_normalizer_images = max_normalizer_images
         self.add_state("distance_sum", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("kept", [], dist_reduce_fx="cat")
+        self.add_state("kept_order", [], dist_reduce_fx="cat")
 
-    def update(self, images: torch.Tensor, reconstructions: torch.Tensor) -> None:
+    def update(
+        self,
+        images: torch.Tensor,
+        reconstructions: torch.Tensor,
+        keys: list[str] | None = None,
+    ) -> None:
         images = images.float()
         self.distance_sum += (
             reconstruction_distances(images, reconstructions.float()).double().sum()
         )
+        if keys is not None:
+            order = key_order(keys).to(images.device)
+        else:
+            order = self.count + torch.arange(images.shape[0], device=images.device)
         self.count += images.shape[0]
-        room = self.max_normalizer_images - sum(k.shape[0] for k in self.kept)
-        if room > 0:
-            self.kept.append(images[:room].detach())
+        self.kept.append(images.detach())
+        self.kept_order.append(order)
+        if sum(k.shape[0] for k in self.kept) > self.max_normalizer_images:
+            kept, order = self._smallest(torch.cat(self.kept), torch.cat(self.kept_order))
+            self.kept, self.kept_order = [kept], [order]
+
+    def _smallest(
+        self, images: torch.Tensor, order: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The images of smallest order, sorted by it (a fixed order gives a fixed N)."""
+        order, index = order.sort()
+        index = index[: self.max_normalizer_images]
+        return images[index], order[: self.max_normalizer_images]
 
     def compute(self) -> dict[str, torch.Tensor]:
-        kept = self.kept if isinstance(self.kept, torch.Tensor) else torch.cat(self.kept)
+        def joined(state: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
+            return state if isinstance(state, torch.Tensor) else torch.cat(state)
+
+        kept, _ = self._smallest(joined(self.kept), joined(self.kept_order))
         normalizer = mean_pairwise_distance(kept)
         mean_image = kept.mean(dim=0, keepdim=True).expand_as(kept)
         return {

@@ -45,6 +45,11 @@ class InversionModule(L.LightningModule):
         nonfinite_loss: ``"stop"`` (default) raises at the first NaN/inf loss, naming the step,
             before anything from that step is saved; ``"skip"`` drops the batch (counted in
             ``train/skipped_nonfinite``) and goes on.
+        channels_last: keep the decoder's (and AlexNet's) weights and activations in NHWC,
+            the layout GPU tensor cores use under ``bf16-mixed``.
+        compile_decoder: compile the decoder with ``torch.compile`` (opt-in: the first steps
+            are slow while it compiles). Checkpoints are unchanged by it.
+        compile_options: keyword arguments of ``torch.compile`` (``mode``, ``backend``, ...).
     """
 
     def __init__(
@@ -62,6 +67,9 @@ class InversionModule(L.LightningModule):
         max_normalizer_images: int = 512,
         grid_images: int = 16,
         nonfinite_loss: str = "stop",
+        channels_last: bool = False,
+        compile_decoder: bool = False,
+        compile_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -74,6 +82,7 @@ class InversionModule(L.LightningModule):
         if nonfinite_loss not in ("stop", "skip"):
             raise ValueError(f"nonfinite_loss must be 'stop' or 'skip', got {nonfinite_loss!r}")
         self.skipped_nonfinite = 0
+        self.decoder_compiled = False
         #: stage -> worker -> (corrupt samples skipped, shard errors), each worker's latest count
         self.data_faults: dict[str, dict[int, tuple[int, int]]] = {"train": {}, "val": {}}
 
@@ -85,12 +94,38 @@ class InversionModule(L.LightningModule):
             int(batch["skipped"]),
             int(batch.get("shard_errors", 0)),
         )
-        skipped = sum(s for s, _ in seen.values())
-        errors = sum(e for _, e in seen.values())
-        # running counts: an epoch's value is its largest, never an average
-        size = len(batch["image"])
-        self.log(f"{stage}/skipped_samples", float(skipped), batch_size=size, reduce_fx="max")
-        self.log(f"{stage}/shard_errors", float(errors), batch_size=size, reduce_fx="max")
+
+    def _log_faults(self, stage: str) -> None:
+        """Log the data faults counted so far, summed over loader workers and DDP ranks."""
+        seen = self.data_faults[stage].values()
+        for name, count in (
+            ("skipped_samples", sum(s for s, _ in seen)),
+            ("shard_errors", sum(e for _, e in seen)),
+        ):
+            # every rank logs its own count; sync_dist sums them (each rank reads other shards)
+            self.log(f"{stage}/{name}", float(count), reduce_fx="sum", sync_dist=True)
+
+    def on_train_epoch_end(self) -> None:
+        self._log_faults("train")
+
+    def on_validation_epoch_start(self) -> None:
+        self.data_faults["val"] = {}  # each validation pass counts from zero
+
+    def configure_model(self) -> None:
+        # Lightning calls this on the target device before making the optimizer (and again
+        # for each later fit/validate): layout changes are idempotent, compiling is done once.
+        if self.hparams.channels_last:
+            self.decoder.to(memory_format=torch.channels_last)
+            self.representation.to(memory_format=torch.channels_last)
+        if self.hparams.compile_decoder and not self.decoder_compiled:
+            # in place: the state dict keeps its keys, so checkpoints load without Lightning
+            self.decoder.compile(**(self.hparams.compile_options or {}))
+            self.decoder_compiled = True
+
+    def _layout(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.hparams.channels_last and tensor.dim() == 4:
+            return tensor.contiguous(memory_format=torch.channels_last)
+        return tensor
 
     def train(self, mode: bool = True) -> InversionModule:
         # Phi is a fixed function (or, as an autoencoder, a fine-tuned one): its dropout and
@@ -101,6 +136,8 @@ class InversionModule(L.LightningModule):
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Phi(x) on the device, in float32 even under mixed precision (HOG's binning is exact)."""
+        if any(p.dim() == 4 for p in self.representation.parameters()):
+            images = self._layout(images)  # convolutional Phi (AlexNet)
         with torch.autocast(images.device.type, enabled=False):
             if self.hparams.train_encoder:
                 return self.representation(images.float())
@@ -114,7 +151,7 @@ class InversionModule(L.LightningModule):
         images = batch["image"]
         # Representations computed in the loader (SIFT) arrive with the batch.
         features = batch["features"] if "features" in batch else self.features(images)
-        return images, self.decoder(features)
+        return images, self.decoder(self._layout(features))
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         self._track_faults(batch, "train")
@@ -144,7 +181,7 @@ class InversionModule(L.LightningModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._track_faults(batch, "val")
         images, reconstructions = self._reconstruct(batch)
-        self.val_metric.update(images, reconstructions)
+        self.val_metric.update(images, reconstructions, batch.get("key"))
         if batch_idx == 0:
             n = self.hparams.grid_images
             self.val_examples = (
@@ -153,12 +190,18 @@ class InversionModule(L.LightningModule):
             )
 
     def on_validation_epoch_end(self) -> None:
+        self._log_faults("val")
         results = self.val_metric.compute()
         self.val_metric.reset()
-        # torchmetrics has already reduced the states across ranks: no sync_dist needed.
-        self.log("val/normalized_error", results["normalized_error"].float(), prog_bar=True)
-        self.log("val/mean_image_error", results["mean_image_error"].float())
-        self.log("val/normalizer", results["normalizer"].float())
+        # torchmetrics has already reduced the states across ranks, so every rank holds the
+        # same values; sync_dist only averages equal numbers (and keeps Lightning quiet).
+        for name in ("normalized_error", "mean_image_error", "normalizer"):
+            self.log(
+                f"val/{name}",
+                results[name].float(),
+                prog_bar=name == "normalized_error",
+                sync_dist=True,
+            )
 
     def configure_optimizers(self) -> dict[str, Any]:
         params = [p for p in self.parameters() if p.requires_grad]

@@ -110,7 +110,7 @@ def test_bad_labels_get_clear_errors(tmp_path, photo_arrays):
         write_shards(tmp_path / "val", tmp_path / "a", labels_file=partial, progress=False)
     devkit = tmp_path / "ILSVRC2012_validation_ground_truth.txt"
     devkit.write_text("490\n361\n171\n")
-    with pytest.raises(ValueError, match="LOC_val_solution.csv"):
+    with pytest.raises(ValueError, match=r"LOC_val_solution\.csv"):
         write_shards(tmp_path / "val", tmp_path / "b", labels_file=devkit, progress=False)
     unknown = tmp_path / "unknown.txt"
     unknown.write_text("".join(f"{name} n99999999\n" for name in truth))
@@ -138,7 +138,7 @@ def test_rerun_keeps_finished_shards_and_refuses_other_settings(tmp_path, photo_
     write_shards(source, tmp_path / "out", size=40, samples_per_shard=4, progress=False)
     again = write_shards(source, tmp_path / "out", size=40, samples_per_shard=4, progress=False)
     assert again.resumed == 3 and again.written == 9
-    with pytest.raises(ValueError, match="other settings.*size"):
+    with pytest.raises(ValueError, match=r"other settings.*size"):
         write_shards(source, tmp_path / "out", size=64, samples_per_shard=4, progress=False)
 
 

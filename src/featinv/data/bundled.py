@@ -30,7 +30,7 @@ from featinv.data.transforms import center_crop
 log = logging.getLogger(__name__)
 
 #: Bumped whenever the photo lists or the sample layout change, so stale caches are not reused.
-BUNDLED_VERSION = 1
+BUNDLED_VERSION = 2
 
 #: Camera photographs only: synthetic images (chessboards, logos, phantoms) are left out.
 TRAIN_PHOTOS = (
@@ -135,7 +135,8 @@ def bundled_shards(root: str | Path | None = None) -> dict[str, str]:
             write_samples(
                 _train_samples(), staging / "train", samples_per_shard=len(TRAIN_SCALES) * 8
             )
-            write_samples(_val_samples(), staging / "val", samples_per_shard=1000)
+            # one shard per validation photo: up to 5 DDP processes each get whole shards
+            write_samples(_val_samples(), staging / "val", samples_per_shard=5)
             (staging / "COMPLETE").write_text("ok\n")
             try:
                 staging.rename(target)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import lightning as L
@@ -32,6 +33,9 @@ class InversionDataModule(L.LightningDataModule):
         val_batch_size: validation batch size (default: ``batch_size``).
         num_workers: loader worker processes.
         batches_per_epoch: an epoch of resampled shards, counted in batches per process.
+        samples_per_epoch: alternatively, the epoch in samples over all processes (ImageNet:
+            1281167); each of the W processes then runs ``ceil(samples / (batch_size * W))``
+            batches, so an epoch means the same data whatever the number of GPUs.
         shuffle_buffer: samples held in the shuffle buffer.
         flip: random horizontal flips for training (off to use SIFT keypoints stored in the
             shards as they are; flipped crops get their SIFT computed on the fly).
@@ -51,6 +55,7 @@ class InversionDataModule(L.LightningDataModule):
         val_batch_size: int | None = None,
         num_workers: int = 2,
         batches_per_epoch: int = 100,
+        samples_per_epoch: int | None = None,
         shuffle_buffer: int = 1000,
         flip: bool = True,
         seed: int | None = None,
@@ -100,7 +105,16 @@ class InversionDataModule(L.LightningDataModule):
             persistent_workers=hp.num_workers > 0,
         )
         # Resampled shards never end: an epoch is a fixed number of batches per process.
-        return loader.with_epoch(hp.batches_per_epoch).with_length(hp.batches_per_epoch)
+        batches = self.batches_per_rank()
+        return loader.with_epoch(batches).with_length(batches)
+
+    def batches_per_rank(self) -> int:
+        """Training batches each process runs per epoch."""
+        hp = self.hparams
+        if hp.samples_per_epoch is None:
+            return hp.batches_per_epoch
+        processes = self.trainer.world_size if self.trainer is not None else 1
+        return max(1, math.ceil(hp.samples_per_epoch / (hp.batch_size * processes)))
 
     def val_dataloader(self) -> wds.WebLoader:
         if self.val_shards is None:
@@ -113,6 +127,17 @@ class InversionDataModule(L.LightningDataModule):
             train=False,
             loader_representation=self.loader_representation,
         )
+        # Validation splits whole shards across processes, then across their workers: every
+        # sample is seen once per epoch, and the metric is reduced across processes.
+        shards = len(expand_shards(self.val_shards))
+        processes = self.trainer.world_size if self.trainer is not None else 1
+        if shards < processes:
+            raise ValueError(
+                f"the validation set {self.val_shards} has {shards} shard(s) for {processes} "
+                "processes, so some would validate on nothing: write it into at least "
+                f"{processes} shards (featinv-shards ... --samples-per-shard N with N at most "
+                "images / processes)"
+            )
         # A worker without a shard would sit idle; never start more workers than shards.
-        workers = min(hp.num_workers, len(expand_shards(self.val_shards)))
+        workers = min(hp.num_workers, max(1, shards // processes))
         return wds.WebLoader(pipeline, batch_size=None, num_workers=workers)

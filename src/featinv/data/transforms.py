@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+import webdataset as wds
 
 from featinv.data.images import resize_shorter_side, to_tensor
 
@@ -47,10 +48,11 @@ class TrainTransform:
         # Made lazily in each process: a generator created before the loader forks its workers
         # would be copied into all of them, and every worker would crop the same way.
         if self._rng is None or self._pid != os.getpid():
-            info = torch.utils.data.get_worker_info()
-            worker = info.id if info is not None else 0
+            # One stream per DDP rank and loader worker: a shared seed must not make two
+            # ranks crop alike.
+            rank, _, worker, _ = wds.utils.pytorch_worker_info()
             entropy = self.seed if self.seed is not None else np.random.SeedSequence().entropy
-            self._rng = np.random.default_rng([entropy, worker])
+            self._rng = np.random.default_rng([entropy, rank, worker])
             self._pid = os.getpid()
         return self._rng
 

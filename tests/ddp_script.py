@@ -1,0 +1,93 @@
+"""Train and validate with 2 DDP processes on CPU (gloo); each rank saves what it saw.
+
+Run by ``tests/test_ddp_streaming.py`` as a script, because Lightning's DDP launcher starts
+the other rank by running the same command again. ``python tests/ddp_script.py OUT SHARDS``
+writes ``OUT/rank{0,1}.pt``: the decoder weights after training, the keys of the samples the
+rank validated on in the last validation epoch, and the logged (reduced) validation metrics.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from featinv.data.datamodule import InversionDataModule
+from featinv.training import InversionModule
+
+SETTINGS: dict[str, Any] = {
+    "model": {
+        "representation": "hog",
+        "image_size": 32,
+        "decoder_options": {"width": 8, "max_width": 16, "min_width": 8, "min_bottleneck": 4},
+        "max_normalizer_images": 4,  # of 12 validation images: a subset chosen by key hash
+    },
+    "data": {"image_size": 32, "batch_size": 4, "val_batch_size": 3, "num_workers": 1},
+}
+
+
+class Probe(Callback):
+    """Record the validation keys this rank sees and, at the end, its weights and metrics."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.keys: list[str] = []
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: Any) -> None:
+        self.keys = []
+
+    def on_validation_batch_start(
+        self, trainer: L.Trainer, pl_module: Any, batch: Any, batch_idx: int, dataloader_idx=0
+    ) -> None:
+        self.keys += list(batch["key"])
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+        torch.save(
+            {
+                "keys": self.keys,
+                "decoder": {k: v.clone() for k, v in pl_module.decoder.state_dict().items()},
+                "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()},
+                "world_size": trainer.world_size,
+                "global_step": trainer.global_step,
+            },
+            self.out / f"rank{trainer.global_rank}.pt",
+        )
+
+
+def build(shards: Path) -> tuple[InversionModule, InversionDataModule]:
+    """The module and data of this test, seeded (both ranks start from the same weights)."""
+    L.seed_everything(0, workers=True)
+    module = InversionModule(**SETTINGS["model"])
+    data = InversionDataModule(
+        train_shards=str(shards / "train" / "shard-*.tar"),
+        val_shards=str(shards / "val" / "shard-*.tar"),
+        batches_per_epoch=2,
+        seed=0,
+        **SETTINGS["data"],
+    )
+    return module, data
+
+
+def main() -> None:
+    out, shards = Path(sys.argv[1]), Path(sys.argv[2])
+    module, data = build(shards)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp",
+        max_epochs=2,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        callbacks=[Probe(out)],
+    )
+    trainer.fit(module, data)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""DDP streaming on CPU: 2 gloo processes over real shards, checked against one process.
+
+Training streams resampled shards, an epoch being a number of batches per rank; validation
+reads whole shards split across ranks and workers; the metric is reduced across ranks.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from featinv.data.shard_writer import write_shards
+from tests.ddp_script import Probe, build
+
+SCRIPT = Path(__file__).resolve().parent / "ddp_script.py"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _write_photo_shards(photo_arrays: list[np.ndarray], root: Path) -> set[str]:
+    """Train shards (5 photos) and 4 validation shards of 3 crops each; the validation keys."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 5), ("val", 12)):
+        folder = root / f"{split}-src"
+        folder.mkdir(parents=True)
+        for i in range(count):
+            photo = photo_arrays[i % len(photo_arrays)]
+            top, left = rng.integers(0, photo.shape[0] - 64), rng.integers(0, photo.shape[1] - 64)
+            Image.fromarray(photo[top : top + 64, left : left + 64]).save(folder / f"{i:02d}.png")
+        write_shards(folder, root / split, size=40, samples_per_shard=3, progress=False)
+    # one corrupt sample in a shard of each rank (rank r reads shards r, r + 2)
+    for shard in ("shard-000000.tar", "shard-000001.tar"):
+        with tarfile.open(root / "val" / shard, "a") as tar:
+            info = tarfile.TarInfo(f"corrupt_{shard[6:12]}.jpg")
+            info.size = 9
+            tar.addfile(info, io.BytesIO(b"not a jpg"))
+    return {f"{i:02d}" for i in range(12)}
+
+
+@pytest.mark.slow
+def test_two_ddp_processes_agree_with_one(tmp_path, photo_arrays):
+    val_keys = _write_photo_shards(photo_arrays, tmp_path / "shards")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MASTER_ADDR": "127.0.0.1"}
+    run = subprocess.run(
+        [sys.executable, str(SCRIPT), str(tmp_path), str(tmp_path / "shards")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-4000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    assert [r["global_step"] for r in ranks] == [4, 4]  # 2 epochs of 2 batches per rank
+
+    # DDP kept the replicas identical: every decoder tensor is bitwise equal on both ranks.
+    first, second = (r["decoder"] for r in ranks)
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[name], second[name]) for name in first)
+
+    # Validation: each sample once, on exactly one rank.
+    seen = [set(r["keys"]) for r in ranks]
+    assert all(len(s) == len(r["keys"]) and s for s, r in zip(seen, ranks, strict=True))
+    assert seen[0] | seen[1] == val_keys and not seen[0] & seen[1]
+
+    # The reduced error equals one process validating the same weights on the same data.
+    module, data = build(tmp_path / "shards")
+    module.decoder.load_state_dict(first)
+    probe = Probe(tmp_path)
+    L.Trainer(
+        accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, callbacks=[probe]
+    ).validate(module, data, verbose=False)
+    assert set(probe.keys) == val_keys
+    single = module.trainer.callback_metrics
+    # corrupt samples are counted over both ranks' loaders
+    assert ranks[0]["metrics"]["val/skipped_samples"] == 2 == float(single["val/skipped_samples"])
+    for name in ("val/normalized_error", "val/normalizer", "val/mean_image_error"):
+        assert ranks[0]["metrics"][name] == ranks[1]["metrics"][name]
+        assert ranks[0]["metrics"][name] == pytest.approx(float(single[name]), rel=1e-6), name
