@@ -7,6 +7,7 @@ back with their fine-tuned encoder.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -108,6 +109,22 @@ def test_training_step_uses_features_that_arrive_with_the_batch(tmp_path):
     assert torch.equal(reconstructions, module.decoder(features))
 
 
+@pytest.fixture
+def _restores_distributed_state():
+    """An in-process DDP run sets MASTER_PORT & co. and a process group: undo both after."""
+    names = ("MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE", "NODE_RANK")
+    before = {name: os.environ.get(name) for name in names}
+    yield
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@pytest.mark.usefixtures("_restores_distributed_state")
 def test_multi_gpu_config_trains_with_ddp_bf16_and_channels_last(tmp_path):
     """configs/trainer/multi_gpu.yaml on top of a model config, on one CPU device."""
     torch.manual_seed(0)

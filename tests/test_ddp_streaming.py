@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import socket
 import subprocess
 import sys
 import tarfile
@@ -24,6 +25,8 @@ from tests.ddp_script import Probe, build
 
 SCRIPT = Path(__file__).resolve().parent / "ddp_script.py"
 ROOT = Path(__file__).resolve().parents[1]
+DISTRIBUTED_VARIABLES = {"MASTER_ADDR", "MASTER_PORT", "RANK", "LOCAL_RANK", "WORLD_SIZE",
+                         "NODE_RANK", "GROUP_RANK", "LOCAL_WORLD_SIZE"}  # fmt: skip
 
 
 def _write_photo_shards(photo_arrays: list[np.ndarray], root: Path) -> set[str]:
@@ -49,7 +52,12 @@ def _write_photo_shards(photo_arrays: list[np.ndarray], root: Path) -> set[str]:
 @pytest.mark.slow
 def test_two_ddp_processes_agree_with_one(tmp_path, photo_arrays):
     val_keys = _write_photo_shards(photo_arrays, tmp_path / "shards")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MASTER_ADDR": "127.0.0.1"}
+    # a clean distributed environment on a free port (another test may hold one in-process)
+    env = {k: v for k, v in os.environ.items() if k not in DISTRIBUTED_VARIABLES}
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env.update(PYTHONPATH=str(ROOT), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     run = subprocess.run(
         [sys.executable, str(SCRIPT), str(tmp_path), str(tmp_path / "shards")],
         env=env,

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 
+from featinv.data.images import pixels_to_float
 from featinv.evaluation import NormalizedErrorMetric, match_size
 from featinv.figures import comparison_grid
 from featinv.networks import CHECKPOINT_FORMAT, build_networks
@@ -148,7 +149,7 @@ class InversionModule(L.LightningModule):
         return self.decoder(features)
 
     def _reconstruct(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        images = batch["image"]
+        images = pixels_to_float(batch["image"])  # loaders ship uint8
         # Representations computed in the loader (SIFT) arrive with the batch.
         features = batch["features"] if "features" in batch else self.features(images)
         return images, self.decoder(self._layout(features))

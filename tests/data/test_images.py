@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from featinv.data.images import CorruptImageError, decode_rgb, encode_image
+from featinv.data.images import CorruptImageError, _decode_jpeg_fast, decode_rgb, encode_image
 
 
 def _png(image: Image.Image, fmt: str = "PNG") -> bytes:
@@ -74,3 +74,22 @@ def test_png_encoding_is_lossless():
     assert (decode_rgb(encode_image(array, "png")) == array).all()
     with pytest.raises(ValueError, match="'jpg' or 'png'"):
         encode_image(array, "gif")
+
+
+@pytest.mark.parametrize(("mode", "subsampling"), [("RGB", 0), ("RGB", 2), ("L", 0), ("CMYK", 0)])
+def test_jpeg_fast_path_gives_pillows_pixels(photo_arrays, mode, subsampling):
+    """libjpeg-turbo via simplejpeg (RGB, grey) or Pillow (CMYK): the same pixels either way."""
+    image = Image.fromarray(photo_arrays[0][:123, :77]).convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90, subsampling=subsampling)
+    data = buffer.getvalue()
+    expected = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    decoded = decode_rgb(data)
+    assert decoded.flags.writeable and np.array_equal(decoded, expected)
+    assert (_decode_jpeg_fast(data) is None) == (mode == "CMYK")  # which path decoded it
+
+
+def test_truncated_jpeg_is_refused_not_padded(photo_arrays):
+    data = encode_image(photo_arrays[0])
+    with pytest.raises(CorruptImageError):
+        decode_rgb(data[: len(data) // 2])

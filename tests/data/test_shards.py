@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from featinv.data.images import resize_shorter_side, to_tensor
+from featinv.data.images import pixels_to_float, resize_shorter_side, to_tensor
 from featinv.data.shard_writer import main, write_shards
 from featinv.data.shards import expand_shards, shard_pipeline
 from featinv.data.transforms import EvalTransform, TrainTransform, center_crop
@@ -52,7 +52,8 @@ def test_round_trip_gives_the_same_pixels_and_labels(tmp_path, photo_arrays):
     for batch in batches:
         for key, image, label in zip(batch["key"], batch["image"], batch["label"], strict=True):
             expected = to_tensor(center_crop(resize_shorter_side(sources[key], 48), 48))
-            assert torch.equal(image, expected)
+            assert image.dtype == torch.uint8  # converted on the device
+            assert torch.equal(pixels_to_float(image), expected)
             assert int(label) == (0 if key.startswith("n001") else 1)
 
 
@@ -62,7 +63,7 @@ def test_jpeg_round_trip_is_close(tmp_path, photo_arrays):
     for batch in _read_all(str(tmp_path / "out" / "shard-*.tar"), 48):
         for key, image in zip(batch["key"], batch["image"], strict=True):
             expected = to_tensor(center_crop(resize_shorter_side(sources[key], 48), 48))
-            assert (image - expected).abs().mean() < 0.02
+            assert (pixels_to_float(image) - expected).abs().mean() < 0.02
 
 
 def test_corrupt_source_files_are_skipped_and_counted(tmp_path, photo_arrays):

@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import simplejpeg
 import torch
 from PIL import Image, UnidentifiedImageError
 
@@ -42,7 +43,28 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
-    return np.array(image.convert("RGB"), dtype=np.uint8)
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return np.array(image, dtype=np.uint8)  # one copy, writable
+
+
+def _decode_jpeg_fast(data: bytes) -> np.ndarray | None:
+    """Decode a plain RGB or grey JPEG with libjpeg-turbo through simplejpeg, else ``None``.
+
+    Pixel-identical to Pillow's decoding (same library, accurate DCT and upsampling) and
+    about 1.5x faster, without Pillow's intermediate copies: JPEG decoding is most of a
+    loader worker's time. CMYK JPEGs, anything truncated or odd (``strict``) fall back to
+    Pillow, which converts or rejects them with a message.
+    """
+    if data[:3] != b"\xff\xd8\xff":
+        return None
+    try:
+        _, _, colour, _ = simplejpeg.decode_jpeg_header(data)
+        if colour not in ("Gray", "YCbCr", "RGB"):
+            return None
+        return simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True)
+    except ValueError:
+        return None
 
 
 def decode_rgb(data: bytes | str | Path) -> np.ndarray:
@@ -56,6 +78,9 @@ def decode_rgb(data: bytes | str | Path) -> np.ndarray:
             data = Path(data).read_bytes()
         if not data:
             raise CorruptImageError("empty file (0 bytes)")
+        array = _decode_jpeg_fast(data)
+        if array is not None:
+            return array
         with warnings.catch_warnings():
             # Pillow warns on some odd-but-readable files; decoding errors still raise.
             warnings.simplefilter("ignore")
@@ -101,6 +126,17 @@ def resize_shorter_side(array: np.ndarray, size: int) -> np.ndarray:
         tensor, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False
     )
     return resized[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def pixels_to_float(images: torch.Tensor) -> torch.Tensor:
+    """Loader batches' uint8 pixels -> float32 in [0, 1]; float images pass unchanged.
+
+    Loaders ship uint8 (4x less to copy between processes and to the GPU) and the conversion
+    happens where the batch is used, on the device.
+    """
+    if images.dtype == torch.uint8:
+        return images.float().div_(255.0)
+    return images
 
 
 def to_tensor(array: np.ndarray) -> torch.Tensor:

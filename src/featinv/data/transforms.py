@@ -57,7 +57,7 @@ class TrainTransform:
         return self._rng
 
     def crop(self, array: np.ndarray) -> tuple[np.ndarray, Box]:
-        """The uint8 crop and where it came from."""
+        """The uint8 crop (a view of ``array``) and where it came from."""
         array, scale = _at_least(array, self.size, self)
         height, width = array.shape[:2]
         top = int(self.rng.integers(0, height - self.size + 1))
@@ -65,8 +65,10 @@ class TrainTransform:
         crop = array[top : top + self.size, left : left + self.size]
         flipped = bool(self.flip and self.rng.random() < 0.5)
         if flipped:
-            crop = crop[:, ::-1]
-        return np.ascontiguousarray(crop), Box(top, left, scale, flipped)
+            # torch's flip copies ~10x faster than NumPy's negative-stride copy
+            crop = torch.from_numpy(crop).flip(1).numpy()
+        # otherwise a view: the batch collation copies it once, straight into the batch
+        return crop, Box(top, left, scale, flipped)
 
     def __call__(self, array: np.ndarray) -> torch.Tensor:
         return to_tensor(self.crop(array)[0])
