@@ -154,12 +154,16 @@ class InversionModule(L.LightningModule):
         features = batch["features"] if "features" in batch else self.features(images)
         return images, self.decoder(self._layout(features))
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
-        self._track_faults(batch, "train")
+    def reconstruction_loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The training objective on a batch: MSE between images and reconstructions."""
         images, reconstructions = self._reconstruct(batch)
         # A decoder may predict a smaller image than its input (Sect. 2.2): compare at its size.
         target = match_size(images, tuple(reconstructions.shape[-2:]))
-        loss = F.mse_loss(reconstructions.float(), target)
+        return F.mse_loss(reconstructions.float(), target)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+        self._track_faults(batch, "train")
+        loss = self.reconstruction_loss(batch)
         if not torch.isfinite(loss):
             step = self.global_step if self._trainer is not None else batch_idx
             keys = batch.get("key", [])[:4]
@@ -174,7 +178,7 @@ class InversionModule(L.LightningModule):
                 "--ckpt_path last after lowering the learning rate (--model.lr) or checking "
                 "the inputs, or set --model.nonfinite_loss skip to drop such batches."
             )
-        self.log("train/loss", loss, prog_bar=True, batch_size=images.shape[0])
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["image"]))
         if self._trainer is not None and self.trainer.optimizers:
             self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
         return loss
