@@ -172,32 +172,19 @@ def test_interpolation_ends_reconstruct_the_two_images(tmp_path, conv_checkpoint
     torch.testing.assert_close(path[-1], ends[1], atol=1e-5, rtol=0)
 
 
+def _top5(checkpoint, out, *extra: str) -> dict:
+    """``evaluate.py --experiment top5`` on a checkpoint; returns its JSON numbers."""
+    return main(
+        ["--experiment", "top5", "--checkpoint", str(checkpoint), "--out", str(out), *extra]
+    )
+
+
 def test_top5_on_fc8_and_refused_elsewhere(tmp_path, conv_checkpoint):
     fc8 = _fc8_checkpoint(tmp_path, "random")
-    numbers = main(
-        [
-            "--experiment",
-            "top5",
-            "--checkpoint",
-            str(fc8),
-            "--num-images",
-            "3",
-            "--out",
-            str(tmp_path / "t"),
-        ]
-    )
+    numbers = _top5(fc8, tmp_path / "t", "--num-images", "3")
     assert numbers["weights"] == "random" and (tmp_path / "t" / "top5.png").exists()
     with pytest.raises(SystemExit, match=r"top5 inverts AlexNet fc8 .* alexnet conv5"):
-        main(
-            [
-                "--experiment",
-                "top5",
-                "--checkpoint",
-                str(conv_checkpoint),
-                "--out",
-                str(tmp_path / "u"),
-            ]
-        )
+        _top5(conv_checkpoint, tmp_path / "u")
 
 
 def test_top5_names_the_predicted_class_when_weights_come_from_a_file(tmp_path):
@@ -206,18 +193,7 @@ def test_top5_names_the_predicted_class_when_weights_come_from_a_file(tmp_path):
     weights = tmp_path / "caffenet.pth"
     torch.save(AlexNet("fc8", weights="random").net.state_dict(), weights)
     fc8 = _fc8_checkpoint(tmp_path, str(weights))
-    numbers = main(
-        [
-            "--experiment",
-            "top5",
-            "--checkpoint",
-            str(fc8),
-            "--num-images",
-            "2",
-            "--out",
-            str(tmp_path / "t"),
-        ]
-    )
+    numbers = _top5(fc8, tmp_path / "t", "--num-images", "2")
     assert numbers["weights"] == "real"
     for predictions in numbers["predictions"].values():
         assert len(predictions) == 2

@@ -1,11 +1,13 @@
-"""What keeps long runs safe: atomic checkpoint writes and a clear stop on a non-finite loss."""
+"""What keeps long runs safe: atomic file writes and a clear stop on a non-finite loss."""
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -13,6 +15,30 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; nothing was saved from the bad step."""
+
+
+@contextmanager
+def atomic_write(path: str | Path) -> Iterator[IO[bytes]]:
+    """Write ``path`` all at once or not at all: a hidden temporary file, fsync, rename.
+
+    The rename is atomic on POSIX file systems, so ``path`` is always either absent, the old
+    complete file or the new complete file. On an exception the temporary file is removed;
+    after SIGKILL it stays behind as ``.NAME.XXXX.partial``, a name no reader matches.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=".partial", dir=path.parent
+    )
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            yield stream
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -26,17 +52,5 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None
     ) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(
-            prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
-        )
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                torch.save(checkpoint, stream)
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        with atomic_write(path) as stream:
+            torch.save(checkpoint, stream)

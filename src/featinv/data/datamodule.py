@@ -108,13 +108,17 @@ class InversionDataModule(L.LightningDataModule):
         batches = self.batches_per_rank()
         return loader.with_epoch(batches).with_length(batches)
 
+    @property
+    def processes(self) -> int:
+        """DDP processes sharing the data (1 before a trainer is attached)."""
+        return self.trainer.world_size if self.trainer is not None else 1
+
     def batches_per_rank(self) -> int:
         """Training batches each process runs per epoch."""
         hp = self.hparams
         if hp.samples_per_epoch is None:
             return hp.batches_per_epoch
-        processes = self.trainer.world_size if self.trainer is not None else 1
-        return max(1, math.ceil(hp.samples_per_epoch / (hp.batch_size * processes)))
+        return max(1, math.ceil(hp.samples_per_epoch / (hp.batch_size * self.processes)))
 
     def val_dataloader(self) -> wds.WebLoader:
         if self.val_shards is None:
@@ -129,8 +133,7 @@ class InversionDataModule(L.LightningDataModule):
         )
         # Validation splits whole shards across processes, then across their workers: every
         # sample is seen once per epoch, and the metric is reduced across processes.
-        shards = len(expand_shards(self.val_shards))
-        processes = self.trainer.world_size if self.trainer is not None else 1
+        shards, processes = len(expand_shards(self.val_shards)), self.processes
         if shards < processes:
             raise ValueError(
                 f"the validation set {self.val_shards} has {shards} shard(s) for {processes} "

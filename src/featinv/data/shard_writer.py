@@ -23,7 +23,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
@@ -32,11 +31,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import webdataset as wds
 from tqdm.auto import tqdm
 
 from featinv.data.images import CorruptImageError, decode_rgb, encode_image, resize_shorter_side
 from featinv.data.sources import SourceImage, find_sources
+from featinv.reliability import atomic_write
 from featinv.representations.sift import detect_sift, grey_255, pack_keypoints
 
 log = logging.getLogger(__name__)
@@ -112,15 +113,6 @@ def sift_npz(rgb: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    with open(partial, "wb") as stream:
-        stream.write(data)
-        stream.flush()
-        os.fsync(stream.fileno())
-    os.replace(partial, path)
-
-
 def _encode_sample(image: SourceImage, job: ShardJob) -> dict[str, Any]:
     array = resize_shorter_side(decode_rgb(image.path), job.size)
     encoded = encode_image(array, job.image_format, job.quality)
@@ -140,29 +132,28 @@ def write_shard(job: ShardJob) -> dict[str, Any]:
     so a shard file is either absent or complete. The record (counts, size, SHA-256) is
     written after the rename: a shard without a record is simply written again on resume.
     """
-    partial = job.shard.with_name(f".{job.shard.name}.partial-{os.getpid()}")
     skipped: list[tuple[str, str]] = []
     counts: Counter[str] = Counter()
     written = 0
-    with open(partial, "wb") as stream:
-        with wds.TarWriter(stream, encoder=False, **TAR_HEADER) as sink:
-            for image in job.images:
-                try:
-                    sample = _encode_sample(image, job)
-                except CorruptImageError as error:
-                    skipped.append((str(image.path), str(error)))
-                    log.warning("skipping %s: %s", image.path, error)
-                    continue
-                sink.write(sample)
-                written += 1
-                if image.label is not None:
-                    name = job.classes[image.label] if job.classes else str(image.label)
-                    counts[name] += 1
-        stream.flush()
-        os.fsync(stream.fileno())
-    with open(partial, "rb") as stream:
+    # the tar's end-of-archive is written (TarWriter closes) before the file is renamed
+    with (
+        atomic_write(job.shard) as stream,
+        wds.TarWriter(stream, encoder=False, **TAR_HEADER) as sink,
+    ):
+        for image in job.images:
+            try:
+                sample = _encode_sample(image, job)
+            except CorruptImageError as error:
+                skipped.append((str(image.path), str(error)))
+                log.warning("skipping %s: %s", image.path, error)
+                continue
+            sink.write(sample)
+            written += 1
+            if image.label is not None:
+                name = job.classes[image.label] if job.classes else str(image.label)
+                counts[name] += 1
+    with open(job.shard, "rb") as stream:
         digest = hashlib.file_digest(stream, "sha256").hexdigest()
-    os.replace(partial, job.shard)
     record = {
         "shard": job.shard.name,
         "bytes": job.shard.stat().st_size,
@@ -171,7 +162,8 @@ def write_shard(job: ShardJob) -> dict[str, Any]:
         "skipped": skipped,
         "class_counts": dict(counts),
     }
-    _write_atomically(job.record, json.dumps(record).encode())
+    with atomic_write(job.record) as stream:
+        stream.write(json.dumps(record).encode())
     return record
 
 
@@ -187,10 +179,7 @@ def _completed(job: ShardJob) -> dict[str, Any] | None:
 
 
 def _init_worker() -> None:
-    # One thread per process: the parallelism is across shards.
-    import torch
-
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # one thread per process: the parallelism is across shards
 
 
 def _check_settings(progress: Path, settings: dict[str, Any]) -> None:
@@ -205,8 +194,8 @@ def _check_settings(progress: Path, settings: dict[str, Any]) -> None:
                 f"({', '.join(differing)} differ): write into a new folder, or delete it"
             )
     else:
-        progress.mkdir(parents=True, exist_ok=True)
-        _write_atomically(manifest, json.dumps(settings, indent=1).encode())
+        with atomic_write(manifest) as stream:
+            stream.write(json.dumps(settings, indent=1).encode())
 
 
 def write_shards(
@@ -265,7 +254,7 @@ def write_shards(
             "sources_sha256": hashlib.sha256(listing.encode()).hexdigest(),
         },
     )
-    for stale in out.glob(f".{prefix}-*.tar.partial-*"):
+    for stale in out.glob(f".{prefix}-*.tar.*.partial"):
         stale.unlink(missing_ok=True)  # left by a killed run; never read as a shard
     jobs = [
         ShardJob(
@@ -291,11 +280,12 @@ def write_shards(
         bar.update()
     bar.close()
 
-    summary = _summarize([records[job.shard] for job in jobs], out, prefix)
+    summary = _summarize([records[job.shard] for job in jobs], out)
     summary.classes, summary.renamed = sources.classes, sources.renamed
     summary.resumed, summary.layout = resumed, sources.layout
-    _write_atomically(out / "classes.json", json.dumps(sources.classes).encode())
-    _write_atomically(out / "summary.json", json.dumps(asdict(summary), indent=1).encode())
+    for name, content in (("classes.json", sources.classes), ("summary.json", asdict(summary))):
+        with atomic_write(out / name) as stream:
+            stream.write(json.dumps(content, indent=1).encode())
     return summary
 
 
@@ -318,7 +308,7 @@ def _run(jobs: list[ShardJob], workers: int) -> Iterable[tuple[ShardJob, dict[st
                 yield futures[future], future.result()
 
 
-def _summarize(records: list[dict[str, Any]], out: Path, prefix: str) -> ShardSummary:
+def _summarize(records: list[dict[str, Any]], out: Path) -> ShardSummary:
     counts: Counter[str] = Counter()
     summary = ShardSummary()
     for record in records:
