@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from featinv.data.bundled import VAL_PHOTOS, photo_path
+from featinv.data.bundled import TRAIN_PHOTOS, VAL_PHOTOS, photo_path
 from featinv.data.images import decode_rgb, resize_shorter_side, to_tensor
 from featinv.data.transforms import center_crop
 
@@ -21,8 +21,8 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
 
 @pytest.fixture(scope="session")
 def photo_arrays() -> list[np.ndarray]:
-    """The validation photos of the bundled set as uint8 arrays (real images, several sizes)."""
-    return [decode_rgb(photo_path(name)) for name in VAL_PHOTOS]
+    """Five real photos as uint8 arrays (several sizes): the bundled validation photos first."""
+    return [decode_rgb(photo_path(name)) for name in (*VAL_PHOTOS, *TRAIN_PHOTOS)[:5]]
 
 
 @pytest.fixture(scope="session")

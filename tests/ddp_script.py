@@ -26,7 +26,13 @@ SETTINGS: dict[str, Any] = {
         "decoder_options": {"width": 8, "max_width": 16, "min_width": 8, "min_bottleneck": 4},
         "max_normalizer_images": 4,  # of 12 validation images: a subset chosen by key hash
     },
-    "data": {"image_size": 32, "batch_size": 4, "val_batch_size": 3, "num_workers": 1},
+    "data": {
+        "image_size": 32,
+        "batch_size": 4,
+        "val_batch_size": 3,
+        "num_workers": 1,
+        "synthetic_fraction": 0.5,  # procedural images in the training stream
+    },
 }
 
 
@@ -36,6 +42,14 @@ class Probe(Callback):
     def __init__(self, out: Path) -> None:
         self.out = out
         self.keys: list[str] = []
+        self.procedural: dict[str, torch.Tensor] = {}
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: Any, batch: Any, batch_idx: int
+    ) -> None:
+        for key, image in zip(batch["key"], batch["image"], strict=True):
+            if key.startswith("procedural"):
+                self.procedural[key] = image.clone()
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: Any) -> None:
         self.keys = []
@@ -49,6 +63,7 @@ class Probe(Callback):
         torch.save(
             {
                 "keys": self.keys,
+                "procedural": self.procedural,
                 "decoder": {k: v.clone() for k, v in pl_module.decoder.state_dict().items()},
                 "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()},
                 "world_size": trainer.world_size,

@@ -75,6 +75,11 @@ def test_two_ddp_processes_agree_with_one(tmp_path, photo_arrays):
     assert first.keys() == second.keys()
     assert all(torch.equal(first[name], second[name]) for name in first)
 
+    # Procedural images were mixed in on both ranks, and each rank made its own.
+    made = [r["procedural"] for r in ranks]
+    assert all(made)
+    assert not any(torch.equal(a, b) for a in made[0].values() for b in made[1].values())
+
     # Validation: each sample once, on exactly one rank.
     seen = [set(r["keys"]) for r in ranks]
     assert all(len(s) == len(r["keys"]) and s for s, r in zip(seen, ranks, strict=True))

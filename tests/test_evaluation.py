@@ -69,3 +69,28 @@ def test_feature_error_is_relative():
     phi = torch.tensor([[3.0, 4.0]])
     assert feature_error(phi, phi).item() == 0
     assert feature_error(torch.zeros_like(phi), phi).item() == pytest.approx(1.0)
+
+
+def test_colour_casts_and_the_training_mean_baseline(photo_batch):
+    metric = NormalizedErrorMetric()
+    shift = torch.tensor([0.1, -0.2, 0.0]).view(1, 3, 1, 1)
+    metric.update(photo_batch, photo_batch + shift)  # a pure colour cast
+    grey = torch.full((3, 16, 16), 0.5)
+    results = metric.compute(reference_image=grey)
+    assert results["colour_cast"].item() == pytest.approx(0.1, abs=1e-6)  # mean of 0.1, 0.2, 0
+    colours = photo_batch.mean(dim=(2, 3))
+    median = colours.median(dim=0).values
+    expected = (colours - median).abs().mean().item()
+    assert results["constant_colour_cast"].item() == pytest.approx(expected, rel=1e-6)
+    assert results["train_mean_colour_cast"].item() == pytest.approx(
+        (colours - 0.5).abs().mean().item(), rel=1e-6
+    )
+    # the reference image is scored like a reconstruction (upsampled to the images' size)
+    constant = grey[None].expand(len(photo_batch), -1, -1, -1)
+    direct = normalized_reconstruction_error(photo_batch, constant).mean()
+    assert results["train_mean_image_error"].item() == pytest.approx(direct.item(), rel=1e-6)
+    # the set's own mean image is the best constant image: the grey one scores worse
+    assert results["mean_image_error"] < results["train_mean_image_error"]
+    without = NormalizedErrorMetric()
+    without.update(photo_batch, photo_batch)
+    assert "train_mean_image_error" not in without.compute()

@@ -85,7 +85,19 @@ def test_command_line_default_job_writes_checkpoints_grid_and_wandb_run(
         ]
     )
     out = capsys.readouterr().out
-    assert "validation normalized error (best)" in out
+    # the summary describes best.ckpt against both constant baselines, with colour casts
+    for line in (
+        "validation normalized error (best checkpoint): ",
+        "the training data's mean image (honest constant baseline): ",
+        "the validation set's own mean image (oracle): ",
+        "colour cast, |mean colour - photo's|, 0-1 scale: ",
+        "the best constant colour for the set (oracle): ",
+    ):
+        assert line in out, line
+    # the training data's mean image travels in checkpoints: a resumed run keeps its baseline
+    saved = torch.load(tmp_path / "checkpoints" / "hog" / "last.ckpt", weights_only=False)
+    assert saved["featinv"]["train_image_count"] == 3 * 32  # 3 steps of the default batch
+    assert saved["featinv"]["train_image_sum"].shape == (3, 32, 32)
     assert (tmp_path / "checkpoints" / "hog" / "best.ckpt").exists()
     assert (tmp_path / "checkpoints" / "hog" / "last.ckpt").exists()
     assert (tmp_path / "checkpoints" / "hog" / "val_grid.png").exists()

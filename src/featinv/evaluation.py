@@ -4,6 +4,10 @@
   ``mean_i ||x_i - f(Phi(x_i))||_2 / N``, N the mean Euclidean distance over all pairs of test
   images; reconstructions are upsampled bilinearly to the input size first.
 * feature error (Mahendran & Vedaldi, IJCV Sect. 5.1): ``||Phi(x_hat) - Phi(x)|| / ||Phi(x)||``.
+* colour cast: mean over images of ``|mean colour of x_hat - mean colour of x|``, per channel
+  (0-1 scale). A representation without colour (HOG of grey images) leaves colour to the
+  decoder's prior; the figure to beat is the cast of the best single constant colour for the
+  set, the per-channel median of the images' mean colours.
 """
 
 from __future__ import annotations
@@ -58,6 +62,16 @@ def feature_error(features_hat: torch.Tensor, features: torch.Tensor) -> torch.T
     return diff / features.flatten(1).norm(dim=1).clamp_min(torch.finfo(features.dtype).tiny)
 
 
+def mean_colours(images: torch.Tensor) -> torch.Tensor:
+    """``(n, 3)``: each image's mean colour."""
+    return images.float().mean(dim=(2, 3))
+
+
+def colour_cast(colours: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Per-channel mean over images of ``|colour - reference colour|``, shape ``(3,)``."""
+    return (colours - reference).abs().mean(dim=0)
+
+
 def key_order(keys: list[str]) -> torch.Tensor:
     """A stable pseudo-random 63-bit rank per sample key (the same in every process)."""
     digests = [hashlib.blake2b(key.encode(), digest_size=8).digest() for key in keys]
@@ -72,8 +86,12 @@ class NormalizedErrorMetric(Metric):
     the paper's; otherwise it is estimated on a subset. With sample keys the subset is the
     images whose key hashes are smallest, so it is the same whether the set is split over one
     process or many (the multi-GPU error then equals the single-process one); without keys it
-    is the first images each process sees. ``compute()`` also returns the error of the
-    constant mean-image predictor on the kept images, the ~0.7 reference any decoder must beat.
+    is the first images each process sees.
+
+    ``compute()`` also returns the error of the constant mean-image predictor on the kept
+    images (an oracle: it knows the set's mean), that of ``reference_image`` when given (the
+    training data's mean image: the honest constant baseline), and the colour casts of the
+    reconstructions, of the best constant colour and of the reference image.
     """
 
     full_state_update = False
@@ -87,6 +105,8 @@ class NormalizedErrorMetric(Metric):
         self.add_state("count", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("kept", [], dist_reduce_fx="cat")
         self.add_state("kept_order", [], dist_reduce_fx="cat")
+        self.add_state("image_colours", [], dist_reduce_fx="cat")
+        self.add_state("reconstruction_colours", [], dist_reduce_fx="cat")
 
     def update(
         self,
@@ -103,6 +123,8 @@ class NormalizedErrorMetric(Metric):
         else:
             order = self.count + torch.arange(images.shape[0], device=images.device)
         self.count += images.shape[0]
+        self.image_colours.append(mean_colours(images))
+        self.reconstruction_colours.append(mean_colours(reconstructions.detach()))
         self.kept.append(images.detach())
         self.kept_order.append(order)
         if sum(k.shape[0] for k in self.kept) > self.max_normalizer_images:
@@ -117,17 +139,35 @@ class NormalizedErrorMetric(Metric):
         index = index[: self.max_normalizer_images]
         return images[index], order[: self.max_normalizer_images]
 
-    def compute(self) -> dict[str, torch.Tensor]:
+    def compute(self, reference_image: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The figures of the images seen so far (see the class docstring).
+
+        Args:
+            reference_image: ``(3, h, w)``: a constant prediction to score on the same images
+                (resized to theirs), e.g. the training data's mean image.
+        """
+
         def joined(state: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
             return state if isinstance(state, torch.Tensor) else torch.cat(state)
 
         kept, _ = self._smallest(joined(self.kept), joined(self.kept_order))
         normalizer = mean_pairwise_distance(kept)
         mean_image = kept.mean(dim=0, keepdim=True).expand_as(kept)
-        return {
+        colours = joined(self.image_colours)
+        best_constant = colours.median(dim=0).values
+        results = {
             "normalized_error": self.distance_sum / self.count.clamp_min(1) / normalizer,
             "normalizer": normalizer,
             "mean_image_error": normalized_reconstruction_error(
                 kept, mean_image, normalizer
             ).mean(),
+            "colour_cast": colour_cast(joined(self.reconstruction_colours), colours).mean(),
+            "constant_colour_cast": colour_cast(best_constant[None], colours).mean(),
         }
+        if reference_image is not None:
+            reference = reference_image.to(kept)[None]
+            results["train_mean_image_error"] = normalized_reconstruction_error(
+                kept, reference.expand(len(kept), -1, -1, -1), normalizer
+            ).mean()
+            results["train_mean_colour_cast"] = colour_cast(mean_colours(reference), colours).mean()
+        return results

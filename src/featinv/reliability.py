@@ -13,6 +13,10 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 
+class OptionError(ValueError):
+    """An option value that cannot work; the command line reports it in one line and exits."""
+
+
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; nothing was saved from the bad step."""
 

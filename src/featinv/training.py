@@ -86,6 +86,30 @@ class InversionModule(L.LightningModule):
         self.decoder_compiled = False
         #: stage -> worker -> (corrupt samples skipped, shard errors), each worker's latest count
         self.data_faults: dict[str, dict[int, tuple[int, int]]] = {"train": {}, "val": {}}
+        #: sum and count of this process's training images: the training data's mean image,
+        #: the honest constant baseline of the validation report (kept in checkpoints)
+        self.train_image_sum: torch.Tensor | None = None
+        self.train_image_count = 0
+
+    def _accumulate_train_images(self, pixels: torch.Tensor) -> None:
+        total = pixels.sum(dim=0, dtype=torch.float64) / (
+            255.0 if pixels.dtype == torch.uint8 else 1.0
+        )
+        if self.train_image_sum is None or self.train_image_sum.shape != total.shape:
+            self.train_image_sum, self.train_image_count = torch.zeros_like(total), 0
+        self.train_image_sum = self.train_image_sum.to(total.device) + total
+        self.train_image_count += pixels.shape[0]
+
+    def train_mean_image(self) -> torch.Tensor | None:
+        """The mean of the training images seen so far, over all DDP processes (or ``None``)."""
+        if self.train_image_sum is None:
+            return None
+        total = self.train_image_sum.to(self.device)
+        count = torch.tensor(float(self.train_image_count), dtype=torch.float64, device=self.device)
+        if self._trainer is not None and self.trainer.world_size > 1:
+            total = self.trainer.strategy.reduce(total.clone(), reduce_op="sum")
+            count = self.trainer.strategy.reduce(count.clone(), reduce_op="sum")
+        return (total / count.clamp_min(1)).float()
 
     def _track_faults(self, batch: dict[str, Any], stage: str) -> None:
         if "skipped" not in batch:
@@ -163,6 +187,7 @@ class InversionModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         self._track_faults(batch, "train")
+        self._accumulate_train_images(batch["image"])
         loss = self.reconstruction_loss(batch)
         if not torch.isfinite(loss):
             step = self.global_step if self._trainer is not None else batch_idx
@@ -196,11 +221,11 @@ class InversionModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._log_faults("val")
-        results = self.val_metric.compute()
+        results = self.val_metric.compute(self.train_mean_image())
         self.val_metric.reset()
         # torchmetrics has already reduced the states across ranks, so every rank holds the
         # same values; sync_dist only averages equal numbers (and keeps Lightning quiet).
-        for name in ("normalized_error", "mean_image_error", "normalizer"):
+        for name in results:
             self.log(
                 f"val/{name}",
                 results[name].float(),
@@ -238,11 +263,17 @@ class InversionModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["featinv"] = {"format": CHECKPOINT_FORMAT}
+        if self.train_image_sum is not None:
+            checkpoint["featinv"]["train_image_sum"] = self.train_image_sum.cpu()
+            checkpoint["featinv"]["train_image_count"] = self.train_image_count
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse, by name, to resume from a checkpoint of another representation."""
         if "featinv" not in checkpoint:
             raise ValueError("not a featinv checkpoint (no 'featinv' entry): cannot resume from it")
+        if "train_image_sum" in checkpoint["featinv"]:
+            self.train_image_sum = checkpoint["featinv"]["train_image_sum"]
+            self.train_image_count = int(checkpoint["featinv"]["train_image_count"])
         theirs = checkpoint.get("hyper_parameters", {})
         for key in ("representation", "representation_options", "image_size", "decoder_options"):
             if theirs.get(key) != self.hparams.get(key):

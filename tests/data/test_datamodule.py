@@ -5,10 +5,12 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from featinv.data.bundled import bundled_shards
 from featinv.data.datamodule import InversionDataModule
 from featinv.data.shards import expand_shards
+from featinv.reliability import OptionError
 
 
 def _data(world_size: int, **options) -> InversionDataModule:
@@ -34,3 +36,58 @@ def test_more_processes_than_validation_shards_is_refused_by_name():
     with pytest.raises(ValueError, match=r"5 shard\(s\) for 6 processes"):
         _data(6).val_dataloader()
     _data(5).val_dataloader()  # one shard each is enough
+
+
+def test_procedural_images_are_mixed_into_training_batches():
+    data = _data(1, batch_size=50, synthetic_fraction=0.5, crop_scale=(0.25, 1.0), seed=0)
+    batches = [b for _, b in zip(range(4), data.train_dataloader(), strict=False)]
+    keys = [k for b in batches for k in b["key"]]
+    share = sum(k.startswith("procedural") for k in keys) / len(keys)
+    assert 0.35 < share < 0.65  # 200 samples at 0.5: 4 standard deviations
+    assert all(b["image"].shape == (50, 3, 64, 64) and b["image"].dtype == torch.uint8
+               for b in batches)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ({"synthetic_fraction": 1.5}, r"data.synthetic_fraction must be in \[0, 1\]"),
+        ({"synthetic_fraction": -0.1}, r"data.synthetic_fraction must be in \[0, 1\]"),
+        ({"seed": -1}, "data.seed must be a non-negative integer"),
+        ({"image_size": 2048, "synthetic_fraction": 0.5}, "8 to 1024 pixels wide"),
+        ({"image_size": 3}, "data.image_size must be at least 8"),
+        ({"crop_scale": (0.5, 1.5)}, "data.crop_scale must be"),
+        ({"saturation": (1.0, 0.5)}, "data.saturation must be"),
+        ({"colour_prior": (0.5, 1.2, 0.5)}, "data.colour_prior must be"),
+    ],
+)
+def test_impossible_data_options_are_refused_before_anything_is_built(option, message):
+    with pytest.raises(OptionError, match=message):
+        InversionDataModule(**option)
+
+
+def test_the_command_line_reports_a_bad_option_in_one_line(capsys):
+    from featinv.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--data.synthetic_fraction", "2", "--trainer.logger", "false"])
+    assert str(stop.value).startswith("featinv-train: error: data.synthetic_fraction must be")
+
+
+def test_colour_prior_brings_the_training_stream_to_that_mean_colour(photo_batch):
+    prior = (0.485, 0.456, 0.406)
+    data = InversionDataModule(num_workers=0, colour_prior=prior, saturation=(0.0, 1.0))
+    data.trainer = SimpleNamespace(training=True)
+    torch.manual_seed(0)
+    pixels = (photo_batch * 255).round().to(torch.uint8)
+    batches = [data.on_after_batch_transfer({"image": pixels.clone()}, 0) for _ in range(50)]
+    stream = torch.cat([b["image"] for b in batches]).mean(dim=(0, 2, 3))
+    assert torch.allclose(stream, torch.tensor(prior), atol=0.01)  # up to the clamp at 1
+    assert not torch.allclose(photo_batch.mean(dim=(0, 2, 3)), torch.tensor(prior), atol=0.03)
+    # the running mean behind the gains survives a checkpoint
+    resumed = InversionDataModule(num_workers=0, colour_prior=prior)
+    resumed.load_state_dict(data.state_dict())
+    assert resumed.colour_count == 50 * len(photo_batch)
+    # validation batches are never touched
+    data.trainer = SimpleNamespace(training=False)
+    assert data.on_after_batch_transfer({"image": pixels}, 0)["image"] is pixels

@@ -6,9 +6,17 @@ import io
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from featinv.data.images import CorruptImageError, _decode_jpeg_fast, decode_rgb, encode_image
+from featinv.data.images import (
+    CorruptImageError,
+    _decode_jpeg_fast,
+    decode_rgb,
+    encode_image,
+    scale_saturation,
+)
+from featinv.representations.base import rgb_to_grey
 
 
 def _png(image: Image.Image, fmt: str = "PNG") -> bytes:
@@ -93,3 +101,15 @@ def test_truncated_jpeg_is_refused_not_padded(photo_arrays):
     data = encode_image(photo_arrays[0])
     with pytest.raises(CorruptImageError):
         decode_rgb(data[: len(data) // 2])
+
+
+def test_saturation_scaling_keeps_the_grey_image_the_representations_see(photo_batch):
+    torch.manual_seed(0)
+    scaled = scale_saturation(photo_batch.clone(), 0.0, 1.5)
+    grey_before, grey_after = rgb_to_grey(photo_batch), rgb_to_grey(scaled)
+    unclamped = ((scaled > 0) & (scaled < 1)).all(dim=1, keepdim=True)
+    assert torch.allclose(grey_after[unclamped], grey_before[unclamped], atol=1e-6)
+    # factor 0 makes grey images; factor 1 changes nothing
+    grey = scale_saturation(photo_batch.clone(), 0.0, 0.0)
+    assert torch.allclose(grey[:, 0], grey[:, 1]) and torch.allclose(grey[:, 1], grey[:, 2])
+    assert torch.allclose(scale_saturation(photo_batch.clone(), 1.0, 1.0), photo_batch, atol=1e-6)

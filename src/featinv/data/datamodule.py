@@ -7,11 +7,15 @@ import math
 from typing import Any
 
 import lightning as L
+import torch
 import webdataset as wds
 
 from featinv.data.bundled import bundled_shards
-from featinv.data.shards import expand_shards, shard_pipeline
+from featinv.data.images import pixels_to_float, scale_saturation
+from featinv.data.procedural import MAX_SIZE, MIN_SIZE, DeadLeaves, SyntheticMix, check_fraction
+from featinv.data.shards import expand_shards, shard_pipeline, texture_bank
 from featinv.data.transforms import EvalTransform, TrainTransform
+from featinv.reliability import OptionError
 from featinv.representations import build_representation
 
 log = logging.getLogger(__name__)
@@ -39,7 +43,27 @@ class InversionDataModule(L.LightningDataModule):
         shuffle_buffer: samples held in the shuffle buffer.
         flip: random horizontal flips for training (off to use SIFT keypoints stored in the
             shards as they are; flipped crops get their SIFT computed on the fly).
-        seed: seed of the crops (each worker derives its own stream from it).
+        seed: seed of the crops and procedural images (each DDP rank and loader worker derives
+            its own stream from it); ``None``: fresh entropy every run.
+        crop_scale: ``(low, high)``: training crops are squares of this fraction of the
+            image's shorter side (log-uniform), resized to ``image_size``; ``None``: windows of
+            ``image_size`` pixels at the stored resolution.
+        synthetic_fraction: share of each training batch made of procedural dead-leaves images
+            (``featinv.data.procedural``), painted with colours and textures sampled from the
+            training shards; 0 (default) trains on the shards alone, 1 on procedural images
+            alone. Works with any shards, ImageNet's too.
+        synthetic_bank_images: training images the procedural palettes and textures are
+            sampled from (the first ones of the sorted training shards).
+        saturation: ``(low, high)``: each training image's chroma (its difference from its
+            luminance) is scaled by a factor drawn uniformly from this range, on the device
+            after transfer; luminance, hence HOG, LBP and SIFT, is unchanged. A
+            representation of grey images says nothing of colour, so this teaches the decoder
+            how uncertain colour is (0 in the range: some images grey). ``(1, 1)``: off.
+        colour_prior: ``(r, g, b)`` in [0, 1]: white-balance gains bring the mean colour of
+            the training stream to this colour, after ``saturation``. A decoder of a
+            colourless representation predicts colour from its prior alone: this makes that
+            prior a broad statistic (e.g. ImageNet's mean colour, 0.485, 0.456, 0.406)
+            instead of the tilt of a few training photos. ``None``: off.
         representation: the model's representation (linked by the CLI); if it runs in the
             loader (SIFT), batches carry its ``features``.
         representation_options: its options (linked by the CLI).
@@ -59,10 +83,28 @@ class InversionDataModule(L.LightningDataModule):
         shuffle_buffer: int = 1000,
         flip: bool = True,
         seed: int | None = None,
+        crop_scale: tuple[float, float] | None = None,
+        synthetic_fraction: float = 0.0,
+        synthetic_bank_images: int = 64,
+        saturation: tuple[float, float] = (1.0, 1.0),
+        colour_prior: tuple[float, float, float] | None = None,
         representation: str = "hog",
         representation_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        _check_options(image_size, seed, crop_scale, synthetic_fraction, synthetic_bank_images)
+        if colour_prior is not None and (
+            len(colour_prior) != 3 or not all(0 < c < 1 for c in colour_prior)
+        ):
+            raise OptionError(
+                f"data.colour_prior must be [r, g, b] with values in (0, 1), got {colour_prior}"
+            )
+        self.colour_sum: torch.Tensor | None = None
+        self.colour_count = 0
+        if len(saturation) != 2 or not 0 <= saturation[0] <= saturation[1]:
+            raise OptionError(
+                f"data.saturation must be [low, high] with 0 <= low <= high, got {saturation}"
+            )
         self.save_hyperparameters()
         self.train_shards = train_shards
         self.val_shards = val_shards
@@ -89,14 +131,22 @@ class InversionDataModule(L.LightningDataModule):
         if self.train_shards is None:
             raise ValueError("no training shards: set data.train_shards")
         hp = self.hparams
+        synthetic = None
+        if hp.synthetic_fraction > 0:
+            bank = texture_bank(self.train_shards, hp.synthetic_bank_images)
+            synthetic = SyntheticMix(
+                DeadLeaves(hp.image_size, bank), hp.synthetic_fraction, seed=hp.seed
+            )
+        crop_scale = tuple(hp.crop_scale) if hp.crop_scale is not None else None
         pipeline = shard_pipeline(
             self.train_shards,
-            TrainTransform(hp.image_size, flip=hp.flip, seed=hp.seed),
+            TrainTransform(hp.image_size, flip=hp.flip, seed=hp.seed, crop_scale=crop_scale),
             hp.batch_size,
             train=True,
             shuffle_buffer=hp.shuffle_buffer,
             seed=hp.seed,
             loader_representation=self.loader_representation,
+            synthetic=synthetic,
         )
         loader = wds.WebLoader(
             pipeline,
@@ -107,6 +157,39 @@ class InversionDataModule(L.LightningDataModule):
         # Resampled shards never end: an epoch is a fixed number of batches per process.
         batches = self.batches_per_rank()
         return loader.with_epoch(batches).with_length(batches)
+
+    def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
+        """Colour augmentation of training batches, on the device (validation is untouched)."""
+        hp = self.hparams
+        if self.trainer is None or not self.trainer.training:
+            return batch
+        if tuple(hp.saturation) != (1.0, 1.0):
+            batch["image"] = scale_saturation(pixels_to_float(batch["image"]), *hp.saturation)
+        if hp.colour_prior is not None:
+            batch["image"] = self._balance(pixels_to_float(batch["image"]))
+        return batch
+
+    def _balance(self, images: torch.Tensor) -> torch.Tensor:
+        """Per-channel gains that bring the training stream's mean colour to ``colour_prior``.
+
+        The stream's mean colour is a running mean over every batch so far (before the
+        gains), so the gains settle within a few batches and then stay put.
+        """
+        colours = images.mean(dim=(2, 3)).sum(dim=0).double().cpu()
+        self.colour_sum = colours if self.colour_sum is None else self.colour_sum + colours
+        self.colour_count += images.shape[0]
+        mean = (self.colour_sum / self.colour_count).clamp_min(1e-3)
+        prior = torch.tensor(self.hparams.colour_prior, dtype=torch.float64)
+        gains = (prior / mean).to(images).view(1, 3, 1, 1)
+        return (images * gains).clamp_(0, 1)
+
+    def state_dict(self) -> dict[str, Any]:
+        # the running mean colour behind the gains, so a resumed run balances as before
+        return {"colour_sum": self.colour_sum, "colour_count": self.colour_count}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.colour_sum = state_dict.get("colour_sum")
+        self.colour_count = state_dict.get("colour_count", 0)
 
     @property
     def processes(self) -> int:
@@ -144,3 +227,36 @@ class InversionDataModule(L.LightningDataModule):
         # A worker without a shard would sit idle; never start more workers than shards.
         workers = min(hp.num_workers, max(1, shards // processes))
         return wds.WebLoader(pipeline, batch_size=None, num_workers=workers)
+
+
+def _check_options(
+    image_size: int,
+    seed: int | None,
+    crop_scale: tuple[float, float] | None,
+    synthetic_fraction: float,
+    synthetic_bank_images: int,
+) -> None:
+    """Refuse impossible data options before anything is built, naming the option."""
+    if image_size < 8:
+        raise OptionError(f"data.image_size must be at least 8 pixels, got {image_size}")
+    if seed is not None and seed < 0:
+        raise OptionError(f"data.seed must be a non-negative integer or null, got {seed}")
+    if crop_scale is not None and (
+        len(crop_scale) != 2 or not 0 < crop_scale[0] <= crop_scale[1] <= 1
+    ):
+        raise OptionError(
+            f"data.crop_scale must be [low, high] with 0 < low <= high <= 1, got {crop_scale}"
+        )
+    try:
+        check_fraction(synthetic_fraction)
+    except ValueError as error:
+        raise OptionError(str(error)) from None
+    if synthetic_fraction > 0 and not MIN_SIZE <= image_size <= MAX_SIZE:
+        raise OptionError(
+            f"procedural images can be {MIN_SIZE} to {MAX_SIZE} pixels wide: "
+            f"data.image_size {image_size} needs data.synthetic_fraction 0"
+        )
+    if synthetic_bank_images < 1:
+        raise OptionError(
+            f"data.synthetic_bank_images must be at least 1, got {synthetic_bank_images}"
+        )

@@ -16,6 +16,8 @@ import simplejpeg
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from featinv.representations.base import GREY_WEIGHTS, rgb_to_grey
+
 #: File extensions treated as images when scanning folders (compared lower-case).
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm"}
@@ -137,6 +139,19 @@ def pixels_to_float(images: torch.Tensor) -> torch.Tensor:
     if images.dtype == torch.uint8:
         return images.float().div_(255.0)
     return images
+
+
+def scale_saturation(images: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """Scale each image's chroma by a factor drawn uniformly from ``[low, high]``.
+
+    Chroma is the difference from the grey image the representations see (``rgb_to_grey``),
+    so that grey image is kept exactly, up to the clamp to [0, 1].
+    """
+    # the grey level whose three channels give back that grey image (the weights sum to 0.9999)
+    luminance = rgb_to_grey(images) / sum(GREY_WEIGHTS)
+    factor = torch.empty(images.shape[0], 1, 1, 1, device=images.device, dtype=images.dtype)
+    factor.uniform_(low, high)
+    return (luminance + factor * (images - luminance)).clamp_(0, 1)
 
 
 def to_tensor(array: np.ndarray) -> torch.Tensor:

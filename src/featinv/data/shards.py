@@ -8,6 +8,7 @@ undecodable samples are skipped and counted, never fatal.
 
 from __future__ import annotations
 
+import copy
 import glob
 import io
 import logging
@@ -24,10 +25,14 @@ from featinv.data.images import (
     CorruptImageError,
     decode_rgb,
 )
+from featinv.data.procedural import SyntheticMix, TextureBank
 from featinv.data.transforms import Box, EvalTransform, TrainTransform
 from featinv.representations.sift import SparseSIFT
 
 log = logging.getLogger(__name__)
+
+#: The sample fields an image may be stored under, in the order they are looked up.
+IMAGE_FIELDS = ("jpg", "jpeg", "png", "webp")
 
 
 def expand_shards(pattern: str | list[str]) -> list[str]:
@@ -86,7 +91,7 @@ class SampleDecoder:
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any] | None:
         key = sample.get("__key__", "?")
         try:
-            data = next((sample[k] for k in ("jpg", "jpeg", "png", "webp") if k in sample), None)
+            data = next((sample[k] for k in IMAGE_FIELDS if k in sample), None)
             if data is None:
                 raise CorruptImageError(f"no image field among {sorted(sample)}")
             crop, box = self.transform.crop(decode_rgb(data))
@@ -124,6 +129,13 @@ class SampleDecoder:
                 return phi.map_from_keypoints(frames, descriptors, *crop.shape[:2])
         return phi.map_of_image(crop)
 
+    def generated(self, image: np.ndarray, key: str) -> dict[str, Any]:
+        """A sample for an image made in the loader (procedural), with loader features."""
+        out = {"image": image, "label": -1, "key": key}
+        if self.loader_representation is not None:
+            out["features"] = torch.from_numpy(self.loader_representation.map_of_image(image))
+        return out
+
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         """Stack decoded samples into a batch, with this worker's running count of skips.
 
@@ -145,6 +157,34 @@ class SampleDecoder:
         if "features" in samples[0]:
             batch["features"] = torch.stack([s["features"] for s in samples])
         return batch
+
+
+def texture_bank(pattern: str | list[str], max_images: int = 64) -> TextureBank:
+    """Palettes and texture patches for procedural images, from the first training images.
+
+    Shards are read in sorted order and undecodable samples are passed over, so the bank is
+    the same on every rank and every run.
+    """
+    images: list[np.ndarray] = []
+    dataset = wds.WebDataset(
+        expand_shards(pattern),
+        shardshuffle=False,
+        nodesplitter=None,
+        workersplitter=None,
+        empty_check=False,
+        handler=wds.warn_and_continue,
+    )
+    for sample in dataset:
+        data = next((sample[k] for k in IMAGE_FIELDS if k in sample), None)
+        try:
+            images.append(decode_rgb(data))
+        except (CorruptImageError, TypeError):
+            continue
+        if len(images) == max_images:
+            break
+    if not images:
+        raise ValueError(f"no decodable image in {pattern} to sample procedural colours from")
+    return TextureBank.from_images(images)
 
 
 class EvaluationPass(torch.utils.data.IterableDataset):
@@ -172,12 +212,14 @@ def shard_pipeline(
     shuffle_buffer: int = 1000,
     seed: int | None = None,
     loader_representation: SparseSIFT | None = None,
+    synthetic: SyntheticMix | None = None,
 ) -> wds.WebDataset | EvaluationPass:
     """A batched webdataset pipeline over shards.
 
     Training resamples shards with replacement (every rank and worker draws independently, so
     an epoch is a number of batches) and shuffles samples in a buffer. Evaluation reads each
     shard once, split across nodes and workers, in order, and keeps the last partial batch.
+    ``synthetic`` mixes procedural images into the decoded stream before batching.
     """
     urls = expand_shards(pattern)
     decoder = SampleDecoder(transform, loader_representation)
@@ -195,9 +237,11 @@ def shard_pipeline(
         # No fixed seed here: each worker must shuffle differently (the shard resampling
         # and the crops are seeded per worker).
         dataset = dataset.shuffle(shuffle_buffer)
-    pipeline = (
-        dataset.map(decoder)
-        .select(lambda sample: sample is not None)
-        .batched(batch_size, collation_fn=decoder.collate, partial=not train)
-    )
+    pipeline = dataset.map(decoder).select(lambda sample: sample is not None)
+    if synthetic is not None:
+        # generated images get their loader features (SIFT) from this pipeline's decoder
+        mix = copy.copy(synthetic)
+        mix.to_sample = decoder.generated
+        pipeline = pipeline.compose(mix)
+    pipeline = pipeline.batched(batch_size, collation_fn=decoder.collate, partial=not train)
     return pipeline if train else EvaluationPass(pipeline, decoder)

@@ -7,6 +7,7 @@ the full image in a shard (SIFT keypoints) can be moved into the crop instead of
 from __future__ import annotations
 
 import logging
+import math
 import os
 from typing import NamedTuple
 
@@ -33,12 +34,31 @@ class TrainTransform:
 
     Images whose shorter side is below ``size`` are first upscaled to it and counted in
     ``upscaled``: a shard written at a smaller size still trains, but the user is told.
+
+    Args:
+        size: side of the crops.
+        flip: random horizontal flips.
+        seed: seed of the crops (each DDP rank and loader worker derives its own stream).
+        crop_scale: ``(low, high)``: instead of a ``size``-pixel window at the stored
+            resolution, take a square whose side is a fraction of the image's shorter side,
+            drawn log-uniformly from ``[low, high]``, and resize it to ``size`` (antialiased).
+            ``(1, 1)`` is the whole photo, as an evaluation sees it; small fractions are
+            close-ups. ``None`` (default) keeps the stored resolution.
     """
 
-    def __init__(self, size: int, flip: bool = True, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        size: int,
+        flip: bool = True,
+        seed: int | None = None,
+        crop_scale: tuple[float, float] | None = None,
+    ) -> None:
+        if crop_scale is not None and not 0 < crop_scale[0] <= crop_scale[1] <= 1:
+            raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1, got {crop_scale}")
         self.size = size
         self.flip = flip
         self.seed = seed
+        self.crop_scale = crop_scale
         self.upscaled = 0
         self._rng: np.random.Generator | None = None
         self._pid = -1
@@ -58,17 +78,33 @@ class TrainTransform:
 
     def crop(self, array: np.ndarray) -> tuple[np.ndarray, Box]:
         """The uint8 crop (a view of ``array``) and where it came from."""
+        if self.crop_scale is not None:
+            return self._scaled_crop(array)
         array, scale = _at_least(array, self.size, self)
         height, width = array.shape[:2]
         top = int(self.rng.integers(0, height - self.size + 1))
         left = int(self.rng.integers(0, width - self.size + 1))
         crop = array[top : top + self.size, left : left + self.size]
+        return self._flip(crop, Box(top, left, scale, False))
+
+    def _scaled_crop(self, array: np.ndarray) -> tuple[np.ndarray, Box]:
+        height, width = array.shape[:2]
+        low, high = self.crop_scale
+        fraction = math.exp(self.rng.uniform(math.log(low), math.log(high)))
+        side = max(1, min(round(fraction * min(height, width)), height, width))
+        top = int(self.rng.integers(0, height - side + 1))
+        left = int(self.rng.integers(0, width - side + 1))
+        window = array[top : top + side, left : left + side]
+        crop = resize_shorter_side(window, self.size) if side != self.size else window
+        return self._flip(crop, Box(top, left, self.size / side, False))
+
+    def _flip(self, crop: np.ndarray, box: Box) -> tuple[np.ndarray, Box]:
         flipped = bool(self.flip and self.rng.random() < 0.5)
         if flipped:
             # torch's flip copies ~10x faster than NumPy's negative-stride copy
             crop = torch.from_numpy(crop).flip(1).numpy()
         # otherwise a view: the batch collation copies it once, straight into the batch
-        return crop, Box(top, left, scale, flipped)
+        return crop, box._replace(flipped=flipped)
 
     def __call__(self, array: np.ndarray) -> torch.Tensor:
         return to_tensor(self.crop(array)[0])
