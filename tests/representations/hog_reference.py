@@ -1,4 +1,4 @@
-"""A plain NumPy transcription of ``shared/specs/features.md`` (HOG), for parity tests only.
+"""A plain NumPy transcription of ``docs/features.md`` (HOG), for parity tests only.
 
 Written as directly as the spec reads -- nine projections scanned like VLFeat's loop, votes
 added with ``np.add.at``, a loop over cells for the normalization -- so that it shares no trick

@@ -1,4 +1,4 @@
-"""A plain NumPy transcription of ``shared/specs/features.md`` (LBP), for parity tests only."""
+"""A plain NumPy transcription of ``docs/features.md`` (LBP), for parity tests only."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ def grey_of(array: np.ndarray) -> np.ndarray:
     return (array.astype(np.float32) / 255 * np.array(GREY_WEIGHTS, np.float32)).sum(-1)
 
 
-# HOG is held to the 1e-5 (it matches to ~1e-7). HOGb's weight acos(|s|/m) amplifies
+# HOG is held to 1e-5 (it matches to ~1e-7). HOGb's weight acos(|s|/m) amplifies
 # float32 rounding near bin centres: torch's own float32 and float64 results differ by ~8e-5
 # there, so 1e-4 is what "the same function in float32" can promise.
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from featinv.representations.base import Representation
 
 
 def build_decoder(representation: Representation, image_size: int, **options: Any) -> nn.Module:
-    """The decoder that inverts ``representation`` at ``image_size`` (DESIGN.md, section 3).
+    """The decoder that inverts ``representation`` at ``image_size`` (Sect. 2.2, Table 1).
 
     Spatial feature maps get a ``SpatialDecoder``, vectors a ``FullyConnectedDecoder``
     (Table 1). The representation's ``decoder_defaults`` come first, ``options`` override them.

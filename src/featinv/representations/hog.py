@@ -1,6 +1,6 @@
 """VLFeat's UoCTTI HOG (Felzenszwalb et al.) in torch: batched, on any device, differentiable.
 
-This follows ``shared/specs/features.md`` and VLFeat's ``vl/hog.c`` (``vl_hog_put_image`` and
+This follows ``docs/features.md`` and VLFeat's ``vl/hog.c`` (``vl_hog_put_image`` and
 ``vl_hog_extract``) step by step; the numbers in the comments are the spec's steps. Dosovitskiy
 & Brox (Sect. 2.1) invert exactly this descriptor with cell size 8 on grey images.
 

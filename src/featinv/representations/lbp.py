@@ -1,6 +1,6 @@
 """VLFeat's uniform LBP (``vl_lbp``) in torch: 58 channels, cell size 16, batched, on the device.
 
-Follows ``shared/specs/features.md`` (LBP, steps 1-6). Dosovitskiy & Brox (Sect. 2.1) invert
+Follows ``docs/features.md`` (LBP, steps 1-6). Dosovitskiy & Brox (Sect. 2.1) invert
 this descriptor "with cell size 16"; it is not differentiable, which is why gradient-based
 inversion cannot handle it and the learned decoder can.
 """
