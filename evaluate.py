@@ -5,7 +5,7 @@
 See README.md ("Evaluating") and ``python evaluate.py --help``.
 """
 
-from featinv.harness import main
+from featinv.evaluation.cli import main
 
 if __name__ == "__main__":
     main()

@@ -10,7 +10,7 @@ from featinv import Inverter
 from featinv.cli import main
 from featinv.data.datamodule import InversionDataModule
 from featinv.training import InversionModule
-from tests.training_helpers import train_steps
+from tests.helpers import train_steps
 
 TINY_DECODER = {"width": 16, "max_width": 32, "min_width": 8}
 

@@ -1,62 +1,29 @@
 """``python train.py`` / ``featinv-train``: LightningCLI over the inversion module and data.
 
-With no arguments it runs the embedded default: the HOG decoder on the bundled photos, sized
-for a 2-core CPU. Paper-scale settings live in ``configs/`` (``--config configs/hog.yaml``).
+With no arguments it runs the embedded default (``featinv/configs/default.yaml``): the HOG
+decoder on the bundled photos, sized for a 2-core CPU. Paper-scale settings live in the
+repository's ``configs/`` and are combined with repeated ``--config``.
 """
 
 from __future__ import annotations
 
-import resource
 import sys
-import time
-from pathlib import Path
+from importlib import resources
 from typing import Any
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
+from featinv.callbacks import AtomicCheckpointIO, ReconstructionGrid, RunSummary
 from featinv.data.datamodule import InversionDataModule
-from featinv.reliability import AtomicCheckpointIO, NonFiniteLossError, OptionError
-from featinv.training import InversionModule, ReconstructionGrid
+from featinv.quiet import quiet_library_warnings
+from featinv.reliability import NonFiniteLossError, OptionError
+from featinv.training import InversionModule
 
-SUBCOMMANDS = {"fit", "validate", "test", "predict"}
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
-#: The embedded default's decoder, tuned for 64-pixel crops on 2 CPU cores: HOG is 8x8 there,
-#: and an 8x8 bottleneck (no contraction) learns far faster than the paper's 1/64 contraction,
-#: which at this size would be 1x1 (measured: 0.57 vs 0.73 normalized error after 1100 steps
-#: at 4x4). configs/hog.yaml restores the paper's architecture for 256-pixel ImageNet crops.
-DECODER_DEFAULTS: dict[str, Any] = {
-    "width": 128,
-    "max_width": 256,
-    "min_width": 32,
-    "min_bottleneck": 8,
-    "convs_per_level": 1,
-}
-
-#: The embedded default's data: the bundled photos plus procedural images, with the colour
-#: handling a colourless representation needs (README, "The embedded default: generalizing
-#: from a few photos"). Configs for other data set their own values.
-DATA_DEFAULTS: dict[str, Any] = {
-    "crop_scale": [0.25, 1.0],
-    "synthetic_fraction": 0.5,
-    "saturation": [0.0, 1.0],
-    # ImageNet's mean colour (the normalization constants of torchvision's models)
-    "colour_prior": [0.485, 0.456, 0.406],
-    "seed": 0,
-}
-
-#: The embedded default's trainer: 3000 steps on CPU, wandb offline.
-TRAINER_DEFAULTS: dict[str, Any] = {
-    "max_epochs": 30,
-    "accelerator": "auto",
-    "devices": 1,
-    "precision": "32-true",
-    "log_every_n_steps": 10,
-    "logger": {
-        "class_path": "lightning.pytorch.loggers.WandbLogger",
-        "init_args": {"project": "featinv", "save_dir": "logs", "offline": True},
-    },
-}
+#: The embedded default's settings: every subcommand starts from them.
+DEFAULT_CONFIG = str(resources.files("featinv") / "configs" / "default.yaml")
 
 
 class FeatinvCLI(LightningCLI):
@@ -80,11 +47,10 @@ class FeatinvCLI(LightningCLI):
                 "checkpoint.save_last": False,
                 "resume_checkpoint.save_top_k": 0,
                 "resume_checkpoint.save_last": True,
-                "model.decoder_options": DECODER_DEFAULTS,
-                **{f"data.{key}": value for key, value in DATA_DEFAULTS.items()},
             }
         )
         parser.add_lightning_class_args(ReconstructionGrid, "grid")
+        parser.add_lightning_class_args(RunSummary, "summary")
         parser.add_argument(
             "--checkpoint_dir",
             default="checkpoints",
@@ -92,24 +58,21 @@ class FeatinvCLI(LightningCLI):
         )
 
     def before_fit(self) -> None:
-        self._started = time.perf_counter()
         try:
             self.datamodule.check_sources()
         except FileNotFoundError as error:
             sys.exit(f"featinv-train: error: {error}")
         folder = (
-            Path(self.config[self.subcommand].checkpoint_dir) / self.model.hparams.representation
+            f"{self.config[self.subcommand].checkpoint_dir}/{self.model.hparams.representation}"
         )
         for callback in self.trainer.callbacks:
             if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
-                callback.dirpath = str(folder)
+                callback.dirpath = folder
         # A crash or a kill during a save must leave the previous checkpoint loadable.
         self.trainer.strategy.checkpoint_io = AtomicCheckpointIO()
 
     def after_fit(self) -> None:
-        elapsed = time.perf_counter() - self._started
         checkpoint = self.trainer.checkpoint_callback
-        last = dict(self.trainer.callback_metrics)
         best = None
         if isinstance(checkpoint, ModelCheckpoint) and checkpoint.best_model_path:
             # Every figure of the summary describes best.ckpt, the file users go on with (its
@@ -120,81 +83,52 @@ class FeatinvCLI(LightningCLI):
                 ckpt_path=checkpoint.best_model_path,
                 verbose=False,
             )
-            best = self.trainer.callback_metrics
-        if not self.trainer.is_global_zero:
-            return
-        lines = ["", "== featinv training summary"]
-        if "val/normalized_error" in last:
-            lines.append(
-                f"validation normalized error (last): {float(last['val/normalized_error']):.4f}"
-            )
-        lines += validation_report(best if best is not None else last)
-        if isinstance(checkpoint, ModelCheckpoint):
-            lines.append(f"best checkpoint: {checkpoint.best_model_path}")
-        for callback in self.trainer.callbacks:
-            if isinstance(callback, ModelCheckpoint) and callback.last_model_path:
-                lines.append(
-                    f"last checkpoint: {callback.last_model_path} (resume: --ckpt_path last)"
-                )
-        for stage in ("train", "val"):
-            # summed over loader workers and processes at the end of each epoch
-            metrics = last if stage == "train" else (best or last)
-            skipped = int(metrics.get(f"{stage}/skipped_samples", 0))
-            errors = int(metrics.get(f"{stage}/shard_errors", 0))
-            if skipped or errors:
-                lines.append(
-                    f"{stage} data: {skipped} corrupt sample(s), {errors} shard error(s) skipped"
-                )
-        if self.model.skipped_nonfinite:
-            lines.append(f"batches skipped for a non-finite loss: {self.model.skipped_nonfinite}")
-        for callback in self.trainer.callbacks:
-            if isinstance(callback, ReconstructionGrid) and callback.last_path is not None:
-                lines.append(f"reconstruction grid: {callback.last_path}")
-        own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        lines.append(f"wall time: {elapsed / 60:.1f} min")
-        lines.append(
-            f"peak memory: {own:.0f} MiB (main process), {workers:.0f} MiB (largest worker)"
-        )
-        print("\n".join(lines), flush=True)
+            best = dict(self.trainer.callback_metrics)
+        summary = next(c for c in self.trainer.callbacks if isinstance(c, RunSummary))
+        if self.trainer.is_global_zero:
+            print("\n".join(summary.lines(self.trainer, best)), flush=True)
 
 
-def validation_report(metrics: dict[str, Any]) -> list[str]:
-    """Summary lines for the validation figures in ``metrics`` (the ones present)."""
-
-    def figure(name: str) -> str | None:
-        value = metrics.get(f"val/{name}")
-        return None if value is None else f"{float(value):.4f}"
-
-    rows = [
-        ("validation normalized error (best checkpoint)", "normalized_error"),
-        ("  the training data's mean image (honest constant baseline)", "train_mean_image_error"),
-        ("  the validation set's own mean image (oracle)", "mean_image_error"),
-        ("colour cast, |mean colour - photo's|, 0-1 scale", "colour_cast"),
-        ("  the training data's mean colour", "train_mean_colour_cast"),
-        ("  the best constant colour for the set (oracle)", "constant_colour_cast"),
-    ]
-    return [f"{label}: {figure(name)}" for label, name in rows if figure(name) is not None]
+def build_cli(args: list[str] | None = None, run: bool = True) -> FeatinvCLI:
+    """The command line over ``args`` (``None``: ``sys.argv``), starting from the embedded
+    default's config; ``run=False`` builds the model, data and trainer without running (and
+    then takes no subcommand)."""
+    return FeatinvCLI(
+        InversionModule,
+        InversionDataModule,
+        seed_everything_default=0,
+        save_config_kwargs={"overwrite": True},
+        # with subcommands (run=True) each has its own parser; without, there is one
+        parser_kwargs=(
+            {sub: {"default_config_files": [DEFAULT_CONFIG]} for sub in SUBCOMMANDS}
+            if run
+            else {"default_config_files": [DEFAULT_CONFIG]}
+        ),
+        args=args,
+        run=run,
+    )
 
 
 def main(args: list[str] | None = None) -> None:
-    """Entry point of ``train.py`` and ``featinv-train``; ``fit`` is implied."""
+    """Entry point of ``train.py`` and ``featinv-train``; ``fit`` is implied.
+
+    Args:
+        args: the command line without the program name; ``None`` reads ``sys.argv``.
+    """
     argv = list(sys.argv[1:] if args is None else args)
-    if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help")):
+    if not argv or argv[0] not in SUBCOMMANDS:  # `train.py --help` lists fit's options
         argv = ["fit", *argv]
+    if args is None:
+        # LightningCLI reads sys.argv itself (and warns when given both): hand it the
+        # command line with the implied subcommand there.
+        sys.argv[1:] = argv
+    quiet_library_warnings()
     try:
-        FeatinvCLI(
-            InversionModule,
-            InversionDataModule,
-            trainer_defaults=TRAINER_DEFAULTS,
-            seed_everything_default=0,
-            save_config_kwargs={"overwrite": True},
-            args=argv,
-        )
+        build_cli(None if args is None else argv)
     except NonFiniteLossError as error:
         sys.exit(f"featinv-train: stopped: {error}")
-    except OptionError as error:
+    except (OptionError, FileNotFoundError) as error:
         sys.exit(f"featinv-train: error: {error}")
 
 
-__all__ = ["FeatinvCLI", "main"]
+__all__ = ["DEFAULT_CONFIG", "FeatinvCLI", "build_cli", "main"]

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from featinv.evaluation import match_size
+from featinv.evaluation.metrics import match_size
 
 #: Smallest cell side in a figure, in pixels.
 MIN_CELL = 112
@@ -69,9 +69,13 @@ def save_comparison_grid(
 
 
 def save_layer_plot(
-    path: str | Path, points: Sequence[tuple[str, float, str]], layers: Sequence[str]
+    path: str | Path,
+    points: Sequence[tuple[str, float, str]],
+    layers: Sequence[str],
+    network: str = "AlexNet",
 ) -> Path:
-    """Normalized error against AlexNet layer, one line per kind (Dosovitskiy & Brox, Fig. 7).
+    """Normalized error against a network's layer, one line per kind (Dosovitskiy & Brox,
+    Fig. 7).
 
     ``points`` are ``(layer, error, kind)`` with kind "learned", "autoencoder" or
     "optimization".
@@ -87,7 +91,7 @@ def save_layer_plot(
         if series:
             axes.plot([x for x, _ in series], [y for _, y in series], style, label=kind)
     axes.set_xticks(range(len(layers)), layers)
-    axes.set_xlabel("AlexNet layer")
+    axes.set_xlabel(f"{network} layer")
     axes.set_ylabel("normalized reconstruction error")
     axes.set_ylim(bottom=0)
     axes.grid(alpha=0.3)

@@ -16,43 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from featinv.networks import CHECKPOINT_FORMAT, build_networks
-from featinv.representations.alexnet import FROM_CHECKPOINT
-
-
-class NotAFeatinvCheckpointError(ValueError):
-    """The file is not a checkpoint written by featinv's trainer."""
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a featinv checkpoint, with a clear error for anything else.
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        NotAFeatinvCheckpointError: the file is not a (readable) featinv checkpoint.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        # Lightning checkpoints hold plain hyper-parameters next to the tensors; they are not
-        # loadable with weights_only=True. Only load checkpoints you trust.
-        checkpoint = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as error:  # torch raises many kinds for a non-checkpoint file
-        raise NotAFeatinvCheckpointError(
-            f"{path} is not a readable PyTorch checkpoint ({type(error).__name__}: {error})"
-        ) from error
-    if not isinstance(checkpoint, dict) or "featinv" not in checkpoint:
-        raise NotAFeatinvCheckpointError(
-            f"{path} is not a featinv checkpoint (it has no 'featinv' entry); train one with "
-            "`python train.py` or pass a checkpoint that featinv wrote"
-        )
-    found = checkpoint["featinv"].get("format")
-    if found != CHECKPOINT_FORMAT:
-        raise NotAFeatinvCheckpointError(
-            f"{path} has featinv checkpoint format {found}, this featinv reads {CHECKPOINT_FORMAT}"
-        )
-    return checkpoint
+from featinv.checkpoint import load_checkpoint, networks_from_checkpoint
 
 
 class Inverter(nn.Module):
@@ -82,24 +46,9 @@ class Inverter(nn.Module):
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> Inverter:
         """Rebuild representation and decoder from a checkpoint alone and load their weights."""
-        checkpoint = load_checkpoint(path, map_location="cpu")
-        hp = checkpoint.get("hyper_parameters", {})
-        options = dict(hp.get("representation_options") or {})
-        if "weights" in options:
-            # The checkpoint carries Phi's weights (fine-tuned ones, for an autoencoder): the
-            # file it was trained from need not exist here.
-            options["weights"] = FROM_CHECKPOINT
-        representation, decoder = build_networks(
-            hp["representation"],
-            options,
-            hp["image_size"],
-            hp.get("decoder_options"),
+        representation, decoder, hp = networks_from_checkpoint(
+            load_checkpoint(path, map_location="cpu")
         )
-        state = checkpoint["state_dict"]
-        for prefix, module in (("representation.", representation), ("decoder.", decoder)):
-            module.load_state_dict(
-                {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-            )
         return cls(representation, decoder, hp["image_size"], hp).to(device)
 
     @property

@@ -1,16 +1,17 @@
-"""What keeps long runs safe: atomic file writes and a clear stop on a non-finite loss."""
+"""What keeps long runs safe and their errors clear: atomic writes, option checks, quiet warnings.
+
+No Lightning here: representations and data code use these too.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
-
-import torch
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 
 class OptionError(ValueError):
@@ -45,16 +46,18 @@ def atomic_write(path: str | Path) -> Iterator[IO[bytes]]:
         raise
 
 
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write each checkpoint to a temporary file beside it, then rename it into place.
+def require(condition: bool, option: str, expected: str, got: Any) -> None:
+    """Raise ``OptionError("{option} must be {expected}, got {got}")`` unless ``condition``."""
+    if not condition:
+        raise OptionError(f"{option} must be {expected}, got {got!r}")
 
-    A crash (or a full disk, or SIGKILL) during a save leaves the previous checkpoint intact
-    and loadable: the rename is atomic on POSIX file systems, so ``last.ckpt`` is always
-    either the old complete file or the new complete file, never a partial one.
+
+def warn_sometimes(logger: logging.Logger, count: int, message: str, *args: Any) -> None:
+    """Log a warning that repeats with ``count``: at counts 1, 10, 100, 1000 and every 10000th.
+
+    For faults that may recur millions of times in a long run (corrupt samples, empty SIFT
+    maps, upscaled images): the first one is always seen, the log never floods. ``message``
+    should include the running count so each line says how many there were.
     """
-
-    def save_checkpoint(
-        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None
-    ) -> None:
-        with atomic_write(path) as stream:
-            torch.save(checkpoint, stream)
+    if count in (1, 10, 100, 1000) or (count > 0 and count % 10000 == 0):
+        logger.warning(message, *args)

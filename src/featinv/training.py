@@ -3,25 +3,28 @@
 It is thin on purpose: it takes plain values, builds the representation and the decoder by
 name, and saves those values with ``save_hyperparameters()``, so a checkpoint describes
 itself and ``featinv.Inverter.from_checkpoint`` rebuilds the networks without Lightning.
+Batches arrive as float images in [0, 1] (``InversionDataModule`` converts the loaders'
+uint8 on the device); data-fault counts, the reconstruction grid and the end-of-run summary
+are callbacks (``featinv.callbacks``).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 
-from featinv.data.images import pixels_to_float
-from featinv.evaluation import NormalizedErrorMetric, match_size
-from featinv.figures import comparison_grid
-from featinv.networks import CHECKPOINT_FORMAT, build_networks
-from featinv.reliability import NonFiniteLossError
+from featinv.callbacks import DataFaultCounter
+from featinv.checkpoint import check_resumable, featinv_entry
+from featinv.evaluation.metrics import NormalizedErrorMetric, match_size
+from featinv.networks import build_networks
+from featinv.reliability import NonFiniteLossError, OptionError, require
+from featinv.representations import representation_class
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +46,8 @@ class InversionModule(L.LightningModule):
         train_encoder: also train Phi's parameters (the autoencoder upper bound, Sect. 4.2).
         max_normalizer_images: validation images kept to compute the normalizer N.
         grid_images: validation images shown in the reconstruction grid.
-        nonfinite_loss: ``"stop"`` (default) raises at the first NaN/inf loss, naming the step,
-            before anything from that step is saved; ``"skip"`` drops the batch (counted in
+        nonfinite_loss: ``stop`` raises at the first NaN/inf loss, naming the step, before
+            anything from that step is saved; ``skip`` drops the batch (counted in
             ``train/skipped_nonfinite``) and goes on.
         channels_last: keep the decoder's (and AlexNet's) weights and activations in NHWC,
             the layout GPU tensor cores use under ``bf16-mixed``.
@@ -67,74 +70,36 @@ class InversionModule(L.LightningModule):
         train_encoder: bool = False,
         max_normalizer_images: int = 512,
         grid_images: int = 16,
-        nonfinite_loss: str = "stop",
+        nonfinite_loss: Literal["stop", "skip"] = "stop",
         channels_last: bool = False,
         compile_decoder: bool = False,
         compile_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        _check_options(dict(locals()))
         self.save_hyperparameters()
-        self.representation, self.decoder = build_networks(
-            representation, representation_options, image_size, decoder_options
-        )
+        try:
+            self.representation, self.decoder = build_networks(
+                representation, representation_options, image_size, decoder_options
+            )
+        except (TypeError, ValueError) as error:  # a bad option of Phi or of the decoder
+            raise OptionError(f"model: {error}") from None
         self.representation.requires_grad_(train_encoder)
         self.val_metric = NormalizedErrorMetric(max_normalizer_images)
         self.val_examples: tuple[torch.Tensor, torch.Tensor] | None = None
-        if nonfinite_loss not in ("stop", "skip"):
-            raise ValueError(f"nonfinite_loss must be 'stop' or 'skip', got {nonfinite_loss!r}")
         self.skipped_nonfinite = 0
         self.decoder_compiled = False
-        #: stage -> worker -> (corrupt samples skipped, shard errors), each worker's latest count
-        self.data_faults: dict[str, dict[int, tuple[int, int]]] = {"train": {}, "val": {}}
         #: sum and count of this process's training images: the training data's mean image,
         #: the honest constant baseline of the validation report (kept in checkpoints)
         self.train_image_sum: torch.Tensor | None = None
         self.train_image_count = 0
 
-    def _accumulate_train_images(self, pixels: torch.Tensor) -> None:
-        total = pixels.sum(dim=0, dtype=torch.float64) / (
-            255.0 if pixels.dtype == torch.uint8 else 1.0
-        )
-        if self.train_image_sum is None or self.train_image_sum.shape != total.shape:
-            self.train_image_sum, self.train_image_count = torch.zeros_like(total), 0
-        self.train_image_sum = self.train_image_sum.to(total.device) + total
-        self.train_image_count += pixels.shape[0]
-
-    def train_mean_image(self) -> torch.Tensor | None:
-        """The mean of the training images seen so far, over all DDP processes (or ``None``)."""
-        if self.train_image_sum is None:
-            return None
-        total = self.train_image_sum.to(self.device)
-        count = torch.tensor(float(self.train_image_count), dtype=torch.float64, device=self.device)
-        if self._trainer is not None and self.trainer.world_size > 1:
-            total = self.trainer.strategy.reduce(total.clone(), reduce_op="sum")
-            count = self.trainer.strategy.reduce(count.clone(), reduce_op="sum")
-        return (total / count.clamp_min(1)).float()
-
-    def _track_faults(self, batch: dict[str, Any], stage: str) -> None:
-        if "skipped" not in batch:
-            return
-        seen = self.data_faults[stage]
-        seen[int(batch.get("worker", 0))] = (
-            int(batch["skipped"]),
-            int(batch.get("shard_errors", 0)),
-        )
-
-    def _log_faults(self, stage: str) -> None:
-        """Log the data faults counted so far, summed over loader workers and DDP ranks."""
-        seen = self.data_faults[stage].values()
-        for name, count in (
-            ("skipped_samples", sum(s for s, _ in seen)),
-            ("shard_errors", sum(e for _, e in seen)),
-        ):
-            # every rank logs its own count; sync_dist sums them (each rank reads other shards)
-            self.log(f"{stage}/{name}", float(count), reduce_fx="sum", sync_dist=True)
-
-    def on_train_epoch_end(self) -> None:
-        self._log_faults("train")
-
-    def on_validation_epoch_start(self) -> None:
-        self.data_faults["val"] = {}  # each validation pass counts from zero
+    def configure_callbacks(self) -> list[Callback]:
+        # Counting corrupt samples is part of every run, however the Trainer was made (once:
+        # a later validate() on the same Trainer keeps the counter it has).
+        if any(isinstance(c, DataFaultCounter) for c in self.trainer.callbacks):
+            return []
+        return [DataFaultCounter()]
 
     def configure_model(self) -> None:
         # Lightning calls this on the target device before making the optimizer (and again
@@ -147,17 +112,17 @@ class InversionModule(L.LightningModule):
             self.decoder.compile(**(self.hparams.compile_options or {}))
             self.decoder_compiled = True
 
-    def _layout(self, tensor: torch.Tensor) -> torch.Tensor:
-        if self.hparams.channels_last and tensor.dim() == 4:
-            return tensor.contiguous(memory_format=torch.channels_last)
-        return tensor
-
     def train(self, mode: bool = True) -> InversionModule:
         # Phi is a fixed function (or, as an autoencoder, a fine-tuned one): its dropout and
         # the like stay off, so the features of an image never depend on the mode.
         super().train(mode)
         self.representation.eval()
         return self
+
+    def _layout(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.hparams.channels_last and tensor.dim() == 4:
+            return tensor.contiguous(memory_format=torch.channels_last)
+        return tensor
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Phi(x) on the device, in float32 even under mixed precision (HOG's binning is exact)."""
@@ -173,7 +138,12 @@ class InversionModule(L.LightningModule):
         return self.decoder(features)
 
     def _reconstruct(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        images = pixels_to_float(batch["image"])  # loaders ship uint8
+        images = batch["image"]
+        if not images.is_floating_point():
+            raise TypeError(
+                f"batches must carry float images in [0, 1], got {images.dtype}: "
+                "InversionDataModule converts the loaders' uint8 after the transfer"
+            )
         # Representations computed in the loader (SIFT) arrive with the batch.
         features = batch["features"] if "features" in batch else self.features(images)
         return images, self.decoder(self._layout(features))
@@ -186,30 +156,48 @@ class InversionModule(L.LightningModule):
         return F.mse_loss(reconstructions.float(), target)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
-        self._track_faults(batch, "train")
         self._accumulate_train_images(batch["image"])
         loss = self.reconstruction_loss(batch)
         if not torch.isfinite(loss):
-            step = self.global_step if self._trainer is not None else batch_idx
             keys = batch.get("key", [])[:4]
             if self.hparams.nonfinite_loss == "skip":
                 self.skipped_nonfinite += 1
-                log.warning("non-finite loss at step %d (batch %s...): batch skipped", step, keys)
+                log.warning(
+                    "non-finite loss at step %d (batch %s...): batch skipped",
+                    self.global_step,
+                    keys,
+                )
                 self.log("train/skipped_nonfinite", float(self.skipped_nonfinite))
                 return None  # Lightning skips the optimizer step for this batch
             raise NonFiniteLossError(
-                f"the loss is {loss.item()} at global step {step} (batch keys {keys}...). "
-                "Nothing from this step was saved; resume from the last checkpoint with "
-                "--ckpt_path last after lowering the learning rate (--model.lr) or checking "
-                "the inputs, or set --model.nonfinite_loss skip to drop such batches."
+                f"the loss is {loss.item()} at global step {self.global_step} (batch keys "
+                f"{keys}...). Nothing from this step was saved; resume from the last "
+                "checkpoint with --ckpt_path last after lowering the learning rate "
+                "(--model.lr) or checking the inputs, or set --model.nonfinite_loss skip to "
+                "drop such batches."
             )
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["image"]))
-        if self._trainer is not None and self.trainer.optimizers:
-            self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
         return loss
 
+    def _accumulate_train_images(self, images: torch.Tensor) -> None:
+        total = images.detach().sum(dim=0, dtype=torch.float64)
+        if self.train_image_sum is None or self.train_image_sum.shape != total.shape:
+            self.train_image_sum, self.train_image_count = torch.zeros_like(total), 0
+        self.train_image_sum = self.train_image_sum.to(total.device) + total
+        self.train_image_count += images.shape[0]
+
+    def train_mean_image(self) -> torch.Tensor | None:
+        """The mean of the training images seen so far, over all DDP processes (or ``None``)."""
+        if self.train_image_sum is None:
+            return None
+        reduce = self.trainer.strategy.reduce  # a sum over processes; as is on one device
+        total = reduce(self.train_image_sum.to(self.device).clone(), reduce_op="sum")
+        count = torch.tensor(float(self.train_image_count), dtype=torch.float64, device=self.device)
+        count = reduce(count, reduce_op="sum")
+        return (total / count.clamp_min(1)).float()
+
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._track_faults(batch, "val")
         images, reconstructions = self._reconstruct(batch)
         self.val_metric.update(images, reconstructions, batch.get("key"))
         if batch_idx == 0:
@@ -220,7 +208,6 @@ class InversionModule(L.LightningModule):
             )
 
     def on_validation_epoch_end(self) -> None:
-        self._log_faults("val")
         results = self.val_metric.compute(self.train_mean_image())
         self.val_metric.reset()
         # torchmetrics has already reduced the states across ranks, so every rank holds the
@@ -241,9 +228,7 @@ class InversionModule(L.LightningModule):
             betas=tuple(self.hparams.betas),
             weight_decay=self.hparams.weight_decay,
         )
-        total = (
-            self.trainer.estimated_stepping_batches if self._trainer is not None else float("inf")
-        )
+        total = self.trainer.estimated_stepping_batches
         start, final = self.hparams.lr_decay_start, self.hparams.lr_final_factor
 
         def factor(step: int) -> float:
@@ -262,52 +247,50 @@ class InversionModule(L.LightningModule):
         }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["featinv"] = {"format": CHECKPOINT_FORMAT}
-        if self.train_image_sum is not None:
-            checkpoint["featinv"]["train_image_sum"] = self.train_image_sum.cpu()
-            checkpoint["featinv"]["train_image_count"] = self.train_image_count
+        checkpoint["featinv"] = featinv_entry(self.train_image_sum, self.train_image_count)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Refuse, by name, to resume from a checkpoint of another representation."""
-        if "featinv" not in checkpoint:
-            raise ValueError("not a featinv checkpoint (no 'featinv' entry): cannot resume from it")
-        if "train_image_sum" in checkpoint["featinv"]:
-            self.train_image_sum = checkpoint["featinv"]["train_image_sum"]
-            self.train_image_count = int(checkpoint["featinv"]["train_image_count"])
-        theirs = checkpoint.get("hyper_parameters", {})
-        for key in ("representation", "representation_options", "image_size", "decoder_options"):
-            if theirs.get(key) != self.hparams.get(key):
-                raise ValueError(
-                    f"this checkpoint was trained with {key}={theirs.get(key)!r}, the run is "
-                    f"configured with {key}={self.hparams.get(key)!r}: resume with the config "
-                    "the checkpoint was trained with (its config.yaml), or start a new run"
-                )
+        """Refuse, by name, to resume from a checkpoint of other networks."""
+        check_resumable(checkpoint, dict(self.hparams))
+        entry = checkpoint["featinv"]
+        if "train_image_sum" in entry:
+            self.train_image_sum = entry["train_image_sum"]
+            self.train_image_count = int(entry["train_image_count"])
 
 
-class ReconstructionGrid(Callback):
-    """After each validation, write ``val_grid.png`` (original | reconstruction) and log it.
-
-    The PNG goes next to the checkpoints; with a wandb logger the grid is also logged as an
-    image, so runs can be compared by eye.
-    """
-
-    def __init__(self, filename: str = "val_grid.png") -> None:
-        self.filename = filename
-        self.last_path: Path | None = None
-
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        examples = getattr(pl_module, "val_examples", None)
-        if examples is None or trainer.sanity_checking or not trainer.is_global_zero:
-            return
-        grid = comparison_grid(examples, ["original", "reconstruction"])
-        folder = (
-            Path(trainer.checkpoint_callback.dirpath or trainer.default_root_dir)
-            if trainer.checkpoint_callback
-            else Path(trainer.default_root_dir)
-        )
-        folder.mkdir(parents=True, exist_ok=True)
-        self.last_path = folder / self.filename
-        grid.save(self.last_path)
-        for logger in trainer.loggers:
-            if hasattr(logger, "log_image"):
-                logger.log_image("val/reconstructions", [grid], step=trainer.global_step)
+def _check_options(values: dict[str, Any]) -> None:
+    """Refuse impossible model options before anything is built, naming the option."""
+    try:
+        representation_class(values["representation"])
+    except ValueError as error:
+        raise OptionError(f"model.representation: {error}") from None
+    require(
+        values["image_size"] >= 8,
+        "model.image_size (the CLI sets it from data.image_size)",
+        "at least 8 pixels",
+        values["image_size"],
+    )
+    require(values["lr"] > 0, "model.lr", "positive", values["lr"])
+    betas = values["betas"]
+    require(
+        len(betas) == 2 and all(0 <= b < 1 for b in betas),
+        "model.betas",
+        "[beta1, beta2] with values in [0, 1)",
+        betas,
+    )
+    require(values["weight_decay"] >= 0, "model.weight_decay", "at least 0", values["weight_decay"])
+    for name in ("lr_decay_start", "lr_final_factor"):
+        require(0 <= values[name] <= 1, f"model.{name}", "in [0, 1]", values[name])
+    require(
+        values["max_normalizer_images"] >= 2,
+        "model.max_normalizer_images",
+        "at least 2 (N averages over pairs)",
+        values["max_normalizer_images"],
+    )
+    require(values["grid_images"] >= 0, "model.grid_images", "at least 0", values["grid_images"])
+    require(
+        values["nonfinite_loss"] in ("stop", "skip"),
+        "model.nonfinite_loss",
+        "'stop' or 'skip'",
+        values["nonfinite_loss"],
+    )

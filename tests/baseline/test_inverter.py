@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from featinv.baseline import OptimizationInverter, paper_defaults
+from featinv.baseline import OptimizationInverter
 from featinv.baseline.regularizers import alpha_norm, normalized_loss, project_to_ball, tv_beta
 from featinv.data.bundled import photo_path
 from featinv.data.images import decode_rgb, resize_shorter_side, to_tensor
@@ -105,7 +105,8 @@ def test_objective_after_fifty_iterations_is_below_the_start(photo_batch, layer)
 
 
 def test_paper_defaults_per_representation():
-    assert paper_defaults(HOG()) == {"c": 20.0, "jitter": 1}
+    assert HOG().baseline_defaults() == {"c": 20.0, "jitter": 1}
+    assert OptimizationInverter(HOG()).describe()["c"] == 20.0
     expected = {
         "conv1": (300, 2),
         "conv3": (300, 4),

@@ -88,6 +88,7 @@ def test_colour_prior_brings_the_training_stream_to_that_mean_colour(photo_batch
     resumed = InversionDataModule(num_workers=0, colour_prior=prior)
     resumed.load_state_dict(data.state_dict())
     assert resumed.colour_count == 50 * len(photo_batch)
-    # validation batches are never touched
+    # validation batches are only converted to float, never augmented
     data.trainer = SimpleNamespace(training=False)
-    assert data.on_after_batch_transfer({"image": pixels}, 0)["image"] is pixels
+    converted = data.on_after_batch_transfer({"image": pixels}, 0)["image"]
+    assert converted.dtype == torch.float32 and torch.equal(converted * 255, pixels.float())

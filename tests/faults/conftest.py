@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import tarfile
 from pathlib import Path
 
@@ -11,14 +10,7 @@ import pytest
 from PIL import Image
 
 from featinv.data.images import encode_image, resize_shorter_side
-
-
-def add_member(shard: Path, name: str, data: bytes) -> None:
-    """Append one file to a tar shard."""
-    with tarfile.open(shard, "a") as tar:
-        info = tarfile.TarInfo(name)
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
+from tests.helpers import add_member
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from featinv.data.images import encode_image
 from featinv.data.shard_writer import write_shards
 from featinv.data.shards import expand_shards, shard_pipeline
 from featinv.data.transforms import EvalTransform, TrainTransform
-from tests.faults.conftest import add_member
+from tests.helpers import add_member
 
 
 def _read(pattern, size: int = 32) -> tuple[list[str], dict]:
@@ -92,8 +92,14 @@ def test_image_smaller_than_the_crop_is_upscaled_and_counted(tmp_path, photo_arr
     Image.fromarray(photo_arrays[0][:20, :30]).save(folder / "tiny.png")
     write_shards(folder, tmp_path / "out", size=20, progress=False)
     transform = TrainTransform(40, seed=0)
-    batch = next(iter(shard_pipeline(str(tmp_path / "out" / "*.tar"), transform, 1, train=True)))
-    assert batch["image"].shape == (1, 3, 40, 40)
+    # one pass over the shard (in order, once), so exactly one image is decoded
+    pipeline = shard_pipeline(str(tmp_path / "out" / "*.tar"), transform, 1, train=False)
+    batches = list(pipeline)
+    assert len(batches) == 1 and batches[0]["image"].shape == (1, 3, 40, 40)
+    assert transform.upscaled == 1
+    large_enough = TrainTransform(20, seed=0)
+    large_enough.crop(photo_arrays[0][:20, :30])
+    assert large_enough.upscaled == 0
 
 
 def test_shard_pattern_matching_nothing_names_the_pattern(tmp_path):

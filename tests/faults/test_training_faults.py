@@ -9,14 +9,14 @@ import pytest
 import torch
 
 from featinv import Inverter, NotAFeatinvCheckpointError
-from featinv.cli import main
+from featinv.callbacks import AtomicCheckpointIO
+from featinv.cli import build_cli, main
 from featinv.data.datamodule import InversionDataModule
-from featinv.harness import main as evaluate
-from featinv.reliability import AtomicCheckpointIO, NonFiniteLossError
+from featinv.evaluation.cli import main as evaluate
+from featinv.reliability import NonFiniteLossError
 from featinv.representations import AlexNet
 from featinv.training import InversionModule
-from tests.faults.conftest import add_member
-from tests.test_harness import save_checkpoint
+from tests.helpers import add_member, trained_checkpoint
 
 TINY = {"width": 8, "max_width": 8, "min_width": 8}
 
@@ -36,14 +36,37 @@ def test_nan_in_the_loss_stops_with_the_step_and_the_fix(photo_batch):
         module.training_step({"image": images, "key": ["a"]}, 0)
 
 
-def test_nan_batches_can_be_skipped_and_are_counted(tmp_path, photo_batch):
-    module = _module(nonfinite_loss="skip")
-    images = torch.nn.functional.interpolate(photo_batch, size=32)
-    bad = images.clone()
-    bad[0, 0, 5, 5] = float("nan")
-    assert module.training_step({"image": bad, "key": ["a"]}, 0) is None
-    assert module.skipped_nonfinite == 1
-    assert torch.isfinite(module.training_step({"image": images}, 1))
+def test_nan_batches_can_be_skipped_and_are_counted(tmp_path, monkeypatch):
+    """With nonfinite_loss skip, a run through a Trainer drops the NaN batches (no optimizer
+    step, nothing learned from them), counts them and goes on."""
+    monkeypatch.chdir(tmp_path)
+    original = InversionModule.training_step
+
+    def poisoned(self, batch, batch_idx):
+        if batch_idx in (1, 3):
+            batch = {**batch, "image": batch["image"] * float("nan")}
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(InversionModule, "training_step", poisoned)
+    cli = build_cli(
+        [
+            "--model.nonfinite_loss=skip",
+            "--trainer.max_epochs=1",
+            "--data.batches_per_epoch=5",
+            "--trainer.limit_val_batches=0",
+            "--data.num_workers=0",
+            "--data.image_size=32",
+            f"--model.decoder_options={TINY}",
+            "--trainer.logger=false",
+            "--trainer.enable_progress_bar=false",
+        ],
+        run=False,
+    )
+    cli.trainer.fit(cli.model, cli.datamodule)
+    assert cli.model.skipped_nonfinite == 2
+    assert cli.trainer.callback_metrics["train/skipped_nonfinite"] == 2
+    # a NaN gradient would have reached every weight
+    assert all(torch.isfinite(p).all() for p in cli.model.parameters())
 
 
 def test_nan_during_a_real_run_saves_nothing_corrupt(tmp_path, monkeypatch):
@@ -125,7 +148,7 @@ def test_inverter_and_evaluate_refuse_foreign_checkpoints(tmp_path):
 
 def test_features_of_another_representation_or_dtype_are_refused(tmp_path):
     inverter = Inverter.from_checkpoint(
-        save_checkpoint(tmp_path / "hog.ckpt", image_size=32, decoder_options=TINY)
+        trained_checkpoint(tmp_path / "hog.ckpt", image_size=32, decoder_options=TINY)
     )
     lbp_features = torch.rand(2, 58, 2, 2)
     with pytest.raises(

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import math
 
 import numpy as np
 import pytest
 import torch
+import webdataset as wds
 from PIL import Image
 
-from featinv.data.images import resize_shorter_side
+from featinv.data.images import decode_rgb, resize_shorter_side
 from featinv.data.shard_writer import write_shards
-from featinv.data.shards import shard_pipeline
+from featinv.data.shards import SampleDecoder, image_field, shard_pipeline
 from featinv.data.transforms import EvalTransform, TrainTransform, center_crop
 from featinv.representations import build_representation
 from featinv.representations.sift import SparseSIFT, detect_sift, grey_255, sift_grid
@@ -93,21 +95,58 @@ def test_stored_keypoints_equal_sift_computed_on_the_fly(tmp_path, photo_arrays)
     for key in stored:
         assert torch.equal(stored[key], fly[key])
         assert stored[key].abs().sum() > 0
-    # a training crop moves the stored keypoints into the crop: same as SIFT of the crop,
-    # away from the crop border (where SIFT of the crop cannot see beyond its edge)
-    crop_transform = TrainTransform(48, flip=False, seed=3)
-    batch = next(
-        iter(
-            shard_pipeline(
-                str(tmp_path / "stored" / "*.tar"),
-                crop_transform,
-                1,
-                True,
-                loader_representation=sift,
-            )
-        )
-    )
-    assert batch["features"].shape == (1, 133, 12, 12)
+
+
+def _keypoints_found_again(own: np.ndarray, moved: np.ndarray, margin: int, size: int) -> float:
+    """Share of ``own`` keypoints at least ``margin`` px inside the image that ``moved`` also
+    has (centre within 1 px, scale within 20%)."""
+    y, x = own[:, 0], own[:, 1]
+    inside = own[(y >= margin) & (y < size - margin) & (x >= margin) & (x < size - margin)]
+    assert len(inside) >= 3
+    found = [
+        (
+            (np.hypot(moved[:, 0] - fy, moved[:, 1] - fx) < 1.0)
+            & (np.abs(np.log(moved[:, 2] / s)) < 0.2)
+        ).any()
+        for fy, fx, s, _ in inside
+    ]
+    return float(np.mean(found))
+
+
+def test_training_crop_moves_the_stored_keypoints_into_the_crop(tmp_path, photo_arrays):
+    """The loader's map of a crop is the stored keypoints moved into the crop; away from the
+    crop's border they are the keypoints SIFT finds in the crop itself (and moving them 3 px
+    wrong would find none)."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, array in enumerate(photo_arrays[:3]):
+        Image.fromarray(center_crop(resize_shorter_side(array, 80), 80)).save(folder / f"p{i}.png")
+    write_shards(folder, tmp_path / "stored", size=80, features="sift", progress=False)
+    sift = SparseSIFT()
+    shards = sorted(str(p) for p in (tmp_path / "stored").glob("*.tar"))
+    found, misplaced = [], []
+    for sample in wds.WebDataset(shards, shardshuffle=False, empty_check=False):
+        full = decode_rgb(image_field(sample))
+        out = SampleDecoder(TrainTransform(64, flip=False, seed=0), sift)(dict(sample))
+        crop = out["image"]
+        (top, left), *_ = [
+            (y, x)
+            for y in range(17)
+            for x in range(17)
+            if np.array_equal(full[y : y + 64, x : x + 64], crop)
+        ]
+        with np.load(io.BytesIO(sample["sift.npz"])) as stored:
+            frames, descriptors = stored["frames"].copy(), stored["descriptors"]
+        frames[:, 0] -= top
+        frames[:, 1] -= left
+        assert np.array_equal(out["features"].numpy(), sift_grid(frames, descriptors, 64, 64))
+        own, _ = detect_sift(grey_255(crop))
+        found.append(_keypoints_found_again(own, frames, 12, 64))
+        wrong = frames.copy()
+        wrong[:, 1] += 3
+        misplaced.append(_keypoints_found_again(own, wrong, 12, 64))
+    assert len(found) == 3
+    assert np.mean(found) > 0.6 and max(misplaced) == 0, (found, misplaced)
 
 
 def test_representation_and_batched_forward(photo):

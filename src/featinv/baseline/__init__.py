@@ -4,7 +4,6 @@ from featinv.baseline.inverter import (
     BaselineOptions,
     InversionResult,
     OptimizationInverter,
-    paper_defaults,
 )
 
-__all__ = ["BaselineOptions", "InversionResult", "OptimizationInverter", "paper_defaults"]
+__all__ = ["BaselineOptions", "InversionResult", "OptimizationInverter"]

@@ -22,20 +22,13 @@ from tqdm.auto import tqdm
 
 from featinv.baseline.optimizer import AdaGradMomentum
 from featinv.baseline.regularizers import alpha_norm, normalized_loss, project_to_ball, tv_beta
-from featinv.evaluation import feature_error
+from featinv.evaluation.metrics import feature_error
 from featinv.representations.base import Representation
 
 log = logging.getLogger(__name__)
 
 #: The ImageNet mean RGB on the 0-255 scale: the paper's images have "null mean".
 PIXEL_MEAN = (123.68, 116.779, 103.939)
-
-#: Sect. 5.2: "C = 300 up to relu3, C = 100 up to relu4, C = 20 up to relu5, and C = 1" after.
-#: featinv's conv5 is the output of pool5 (the last step of conv5), which comes after relu5.
-ALEXNET_C = {"conv1": 300, "conv2": 300, "conv3": 300, "conv4": 100, "conv5": 1}
-#: Sect. 5.2: jitter T = a quarter of the layer's stride; strides of featinv's taps (conv1 =
-#: norm1 and conv2 = norm2 come after pooling; conv5 = pool5).
-ALEXNET_STRIDE = {"conv1": 8, "conv2": 16, "conv3": 16, "conv4": 16, "conv5": 32}
 
 
 @dataclass
@@ -80,17 +73,6 @@ class BaselineOptions:
             )
 
 
-def paper_defaults(representation: Representation) -> dict[str, Any]:
-    """The per-representation C and jitter of the paper (Sect. 5.1-5.2)."""
-    if representation.name == "hog":
-        return {"c": 20.0, "jitter": 1}
-    if representation.name == "alexnet":
-        layer = representation.layer
-        stride = ALEXNET_STRIDE.get(layer, 32)
-        return {"c": float(ALEXNET_C.get(layer, 1)), "jitter": max(round(stride / 4), 1)}
-    return {}
-
-
 @dataclass
 class InversionResult:
     """What an inversion returns.
@@ -112,7 +94,7 @@ class OptimizationInverter:
     Args:
         representation: Phi (HOG, HOGb, an AlexNet layer, ...), used frozen in eval mode.
         **options: fields of ``BaselineOptions``; unset ones take the paper's values for this
-            representation (``paper_defaults``), then the defaults of Sect. 3.3.
+            representation (its ``baseline_defaults()``), then the defaults of Sect. 3.3.
 
     Raises:
         ValueError: for a representation without gradients (LBP, SIFT), pointing to the
@@ -127,7 +109,7 @@ class OptimizationInverter:
                 f"configs/{representation.name}.yaml) and load it with featinv.Inverter"
             )
         self.representation = representation.eval().requires_grad_(False)
-        self.options = BaselineOptions(**{**paper_defaults(representation), **options})
+        self.options = BaselineOptions(**{**representation.baseline_defaults(), **options})
 
     @torch.enable_grad()  # the loop needs gradients even when the caller is in no_grad
     def invert(

@@ -15,8 +15,8 @@ from featinv.data.images import pixels_to_float, scale_saturation
 from featinv.data.procedural import MAX_SIZE, MIN_SIZE, DeadLeaves, SyntheticMix, check_fraction
 from featinv.data.shards import expand_shards, shard_pipeline, texture_bank
 from featinv.data.transforms import EvalTransform, TrainTransform
-from featinv.reliability import OptionError
-from featinv.representations import build_representation
+from featinv.reliability import OptionError, require
+from featinv.representations import build_representation, representation_class
 
 log = logging.getLogger(__name__)
 
@@ -92,24 +92,23 @@ class InversionDataModule(L.LightningDataModule):
         representation_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        _check_options(image_size, seed, crop_scale, synthetic_fraction, synthetic_bank_images)
-        if colour_prior is not None and (
-            len(colour_prior) != 3 or not all(0 < c < 1 for c in colour_prior)
-        ):
-            raise OptionError(
-                f"data.colour_prior must be [r, g, b] with values in (0, 1), got {colour_prior}"
-            )
+        _check_options(dict(locals()))
         self.colour_sum: torch.Tensor | None = None
         self.colour_count = 0
-        if len(saturation) != 2 or not 0 <= saturation[0] <= saturation[1]:
-            raise OptionError(
-                f"data.saturation must be [low, high] with 0 <= low <= high, got {saturation}"
-            )
         self.save_hyperparameters()
         self.train_shards = train_shards
         self.val_shards = val_shards
-        phi = build_representation(representation, **(representation_options or {}))
-        self.loader_representation = phi if phi.runs_in_loader else None
+        try:
+            runs_in_loader = representation_class(representation).runs_in_loader
+        except ValueError as error:
+            raise OptionError(f"data.representation: {error}") from None
+        # Only a representation computed in the loader workers is built here (SIFT, cheap);
+        # one computed in the step (AlexNet: a weights file) is never built twice.
+        self.loader_representation = (
+            build_representation(representation, **(representation_options or {}))
+            if runs_in_loader
+            else None
+        )
 
     def prepare_data(self) -> None:
         if self.train_shards is None and self.val_shards is None:
@@ -156,17 +155,20 @@ class InversionDataModule(L.LightningDataModule):
         )
         # Resampled shards never end: an epoch is a fixed number of batches per process.
         batches = self.batches_per_rank()
-        return loader.with_epoch(batches).with_length(batches)
+        # with_epoch fixes the epoch, so the length Lightning reads is true (silent: we know).
+        return loader.with_epoch(batches).with_length(batches, silent=True)
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
-        """Colour augmentation of training batches, on the device (validation is untouched)."""
+        """On the device: uint8 pixels to float in [0, 1] (the loaders ship a quarter of the
+        bytes), then the colour augmentation of training batches (validation is untouched)."""
         hp = self.hparams
-        if self.trainer is None or not self.trainer.training:
+        batch["image"] = pixels_to_float(batch["image"])
+        if not self.trainer.training:
             return batch
         if tuple(hp.saturation) != (1.0, 1.0):
-            batch["image"] = scale_saturation(pixels_to_float(batch["image"]), *hp.saturation)
+            batch["image"] = scale_saturation(batch["image"], *hp.saturation)
         if hp.colour_prior is not None:
-            batch["image"] = self._balance(pixels_to_float(batch["image"]))
+            batch["image"] = self._balance(batch["image"])
         return batch
 
     def _balance(self, images: torch.Tensor) -> torch.Tensor:
@@ -229,34 +231,58 @@ class InversionDataModule(L.LightningDataModule):
         return wds.WebLoader(pipeline, batch_size=None, num_workers=workers)
 
 
-def _check_options(
-    image_size: int,
-    seed: int | None,
-    crop_scale: tuple[float, float] | None,
-    synthetic_fraction: float,
-    synthetic_bank_images: int,
-) -> None:
+def _check_options(values: dict[str, Any]) -> None:
     """Refuse impossible data options before anything is built, naming the option."""
-    if image_size < 8:
-        raise OptionError(f"data.image_size must be at least 8 pixels, got {image_size}")
-    if seed is not None and seed < 0:
-        raise OptionError(f"data.seed must be a non-negative integer or null, got {seed}")
-    if crop_scale is not None and (
-        len(crop_scale) != 2 or not 0 < crop_scale[0] <= crop_scale[1] <= 1
-    ):
-        raise OptionError(
-            f"data.crop_scale must be [low, high] with 0 < low <= high <= 1, got {crop_scale}"
+    size = values["image_size"]
+    require(size >= 8, "data.image_size", "at least 8 pixels", size)
+    for name in ("batch_size", "batches_per_epoch", "synthetic_bank_images"):
+        require(values[name] >= 1, f"data.{name}", "at least 1", values[name])
+    for name in ("val_batch_size", "samples_per_epoch"):
+        require(
+            values[name] is None or values[name] >= 1,
+            f"data.{name}",
+            "null or at least 1",
+            values[name],
         )
+    for name in ("num_workers", "shuffle_buffer"):
+        require(values[name] >= 0, f"data.{name}", "at least 0", values[name])
+    val_resize = values["val_resize"]
+    require(
+        val_resize is None or val_resize >= size,
+        "data.val_resize",
+        f"null or at least data.image_size ({size})",
+        val_resize,
+    )
+    seed = values["seed"]
+    require(seed is None or seed >= 0, "data.seed", "a non-negative integer or null", seed)
+    scale = values["crop_scale"]
+    require(
+        scale is None or (len(scale) == 2 and 0 < scale[0] <= scale[1] <= 1),
+        "data.crop_scale",
+        "[low, high] with 0 < low <= high <= 1, or null",
+        scale,
+    )
+    fraction = values["synthetic_fraction"]
     try:
-        check_fraction(synthetic_fraction)
+        check_fraction(fraction)
     except ValueError as error:
         raise OptionError(str(error)) from None
-    if synthetic_fraction > 0 and not MIN_SIZE <= image_size <= MAX_SIZE:
+    if fraction > 0 and not MIN_SIZE <= size <= MAX_SIZE:
         raise OptionError(
             f"procedural images can be {MIN_SIZE} to {MAX_SIZE} pixels wide: "
-            f"data.image_size {image_size} needs data.synthetic_fraction 0"
+            f"data.image_size {size} needs data.synthetic_fraction 0"
         )
-    if synthetic_bank_images < 1:
-        raise OptionError(
-            f"data.synthetic_bank_images must be at least 1, got {synthetic_bank_images}"
-        )
+    saturation = values["saturation"]
+    require(
+        len(saturation) == 2 and 0 <= saturation[0] <= saturation[1],
+        "data.saturation",
+        "[low, high] with 0 <= low <= high",
+        saturation,
+    )
+    prior = values["colour_prior"]
+    require(
+        prior is None or (len(prior) == 3 and all(0 < c < 1 for c in prior)),
+        "data.colour_prior",
+        "[r, g, b] with values in (0, 1), or null",
+        prior,
+    )

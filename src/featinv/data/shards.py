@@ -27,12 +27,18 @@ from featinv.data.images import (
 )
 from featinv.data.procedural import SyntheticMix, TextureBank
 from featinv.data.transforms import Box, EvalTransform, TrainTransform
+from featinv.reliability import warn_sometimes
 from featinv.representations.sift import SparseSIFT
 
 log = logging.getLogger(__name__)
 
 #: The sample fields an image may be stored under, in the order they are looked up.
 IMAGE_FIELDS = ("jpg", "jpeg", "png", "webp")
+
+
+def image_field(sample: dict[str, Any]) -> bytes | None:
+    """The encoded image of a webdataset sample (the first of ``IMAGE_FIELDS``), or ``None``."""
+    return next((sample[k] for k in IMAGE_FIELDS if k in sample), None)
 
 
 def expand_shards(pattern: str | list[str]) -> list[str]:
@@ -81,7 +87,9 @@ class SampleDecoder:
     def handle_shard_error(self, error: Exception) -> bool:
         """webdataset handler: a truncated shard or a duplicate key is logged, counted, skipped."""
         self.shard_errors += 1
-        log.warning(
+        warn_sometimes(
+            log,
+            self.shard_errors,
             "skipping unreadable shard data: %r (%d shard error(s) so far in this worker)",
             error,
             self.shard_errors,
@@ -91,14 +99,16 @@ class SampleDecoder:
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any] | None:
         key = sample.get("__key__", "?")
         try:
-            data = next((sample[k] for k in IMAGE_FIELDS if k in sample), None)
+            data = image_field(sample)
             if data is None:
                 raise CorruptImageError(f"no image field among {sorted(sample)}")
             crop, box = self.transform.crop(decode_rgb(data))
             label = int(sample["cls"]) if "cls" in sample else -1
         except (CorruptImageError, ValueError) as error:
             self.skipped += 1
-            log.warning(
+            warn_sometimes(
+                log,
+                self.skipped,
                 "skipping corrupt sample %s in %s: %s (%d skipped so far in this worker)",
                 key,
                 sample.get("__url__", "?"),
@@ -140,8 +150,8 @@ class SampleDecoder:
         """Stack decoded samples into a batch, with this worker's running count of skips.
 
         Images stay uint8 ``(N, 3, H, W)`` (stored channels-last): a quarter of the bytes to
-        pass between processes and to the GPU, and no float pass in the worker. The module
-        converts them with ``pixels_to_float`` on the device.
+        pass between processes and to the GPU, and no float pass in the worker. The data module
+        converts them to float after the transfer to the device.
         """
         info = torch.utils.data.get_worker_info()
         pixels = np.stack([s["image"] for s in samples])  # (N, H, W, 3), the one copy
@@ -175,7 +185,7 @@ def texture_bank(pattern: str | list[str], max_images: int = 64) -> TextureBank:
         handler=wds.warn_and_continue,
     )
     for sample in dataset:
-        data = next((sample[k] for k in IMAGE_FIELDS if k in sample), None)
+        data = image_field(sample)
         try:
             images.append(decode_rgb(data))
         except (CorruptImageError, TypeError):

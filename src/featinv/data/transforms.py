@@ -16,6 +16,7 @@ import torch
 import webdataset as wds
 
 from featinv.data.images import resize_shorter_side, to_tensor
+from featinv.reliability import warn_sometimes
 
 log = logging.getLogger(__name__)
 
@@ -146,13 +147,14 @@ def _at_least(
     if min(array.shape[:2]) >= size:
         return array, 1.0
     owner.upscaled += 1
-    if owner.upscaled in (1, 10, 100, 1000) or owner.upscaled % 10000 == 0:
-        log.warning(
-            "image of %dx%d is smaller than the %d-pixel crop: upscaled (%d so far in this "
-            "worker); write shards with a larger --size to avoid this",
-            array.shape[0],
-            array.shape[1],
-            size,
-            owner.upscaled,
-        )
+    warn_sometimes(
+        log,
+        owner.upscaled,
+        "image of %dx%d is smaller than the %d-pixel crop: upscaled (%d so far in this "
+        "worker); write shards with a larger --size to avoid this",
+        array.shape[0],
+        array.shape[1],
+        size,
+        owner.upscaled,
+    )
     return resize_shorter_side(array, size), size / min(array.shape[:2])

@@ -40,6 +40,14 @@ def _check_options(
 ) -> None:
     valid = set(inspect.signature(decoder.__init__).parameters) - {"self", "in_channels"}
     valid -= {"in_size", "image_size", "in_features"}
+    for key, value in options.items():
+        least = 0 if key == "convs_per_level" else 1  # every option counts or sizes something
+        if key in valid and (
+            not isinstance(value, int) or isinstance(value, bool) or value < least
+        ):
+            raise ValueError(
+                f"decoder option {key} must be an integer of at least {least}, got {value!r}"
+            )
     unknown = sorted(set(options) - valid)
     if unknown:
         raise ValueError(

@@ -1,23 +1,29 @@
-"""The representations Phi that featinv inverts."""
+"""The representations Phi that featinv inverts; importing this package registers them all."""
 
 from featinv.representations.alexnet import AlexNet
 from featinv.representations.base import (
     Representation,
     available_representations,
     build_representation,
+    register,
+    representation_class,
     rgb_to_grey,
 )
 from featinv.representations.hog import HOG, hog_features
 from featinv.representations.lbp import LBP, lbp_features
+from featinv.representations.sift import SparseSIFT
 
 __all__ = [
     "HOG",
     "LBP",
     "AlexNet",
     "Representation",
+    "SparseSIFT",
     "available_representations",
     "build_representation",
     "hog_features",
     "lbp_features",
+    "register",
+    "representation_class",
     "rgb_to_grey",
 ]

@@ -34,8 +34,13 @@ log = logging.getLogger(__name__)
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
 VARIANTS = ("caffenet", "torchvision")
 TORCHVISION_FILE = "alexnet-owt-7be5be79.pth"
-#: Internal: build the network without reading a file, the weights come from a checkpoint.
-FROM_CHECKPOINT = "from-checkpoint"
+
+#: Mahendran & Vedaldi, Sect. 5.2: "C = 300 up to relu3, C = 100 up to relu4, C = 20 up to
+#: relu5, and C = 1" after. featinv's conv5 is the output of pool5 (after relu5).
+BASELINE_C = {"conv1": 300, "conv2": 300, "conv3": 300, "conv4": 100, "conv5": 1}
+#: Sect. 5.2: jitter T = a quarter of the layer's stride; strides of featinv's taps (conv1 =
+#: norm1 and conv2 = norm2 come after pooling; conv5 = pool5; the fc layers see the whole image).
+LAYER_STRIDE = {"conv1": 8, "conv2": 16, "conv3": 16, "conv4": 16, "conv5": 32}
 
 #: Per-channel mean of Caffe's ilsvrc_2012_mean.npy, B, G, R, on the 0-255 scale.
 CAFFE_MEAN_BGR = (104.00698793, 116.66876762, 122.67891434)
@@ -165,7 +170,7 @@ def _missing_weights_message(variant: str, looked: list[Path]) -> str:
     )
 
 
-@register("alexnet")
+@register
 class AlexNet(Representation):
     """The output of one AlexNet layer (Dosovitskiy & Brox, Sect. 2.1).
 
@@ -175,13 +180,24 @@ class AlexNet(Representation):
         weights: path of a state dict; ``None`` looks for torchvision's file in torch's hub
             cache; ``"random"`` initializes randomly (tests only: the features then mean
             nothing, which is logged).
+        load_weights: ``False`` leaves the weights uninitialized and reads no file, for a
+            caller that loads them next (``Inverter.from_checkpoint``: a checkpoint carries
+            Phi's weights, so the file it was trained from need not exist here).
     """
 
     name = "alexnet"
     differentiable = True
+    loads_weights = True
+    #: CaffeNet's input side; torchvision's network pools adaptively and accepts it too.
+    default_image_size = 227
+    layers = LAYERS
 
     def __init__(
-        self, layer: str = "fc8", variant: str = "caffenet", weights: str | None = None
+        self,
+        layer: str = "fc8",
+        variant: str = "caffenet",
+        weights: str | None = None,
+        load_weights: bool = True,
     ) -> None:
         super().__init__()
         if layer not in LAYERS:
@@ -203,11 +219,21 @@ class AlexNet(Representation):
             self.register_buffer(
                 "std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False
             )
-        self._load_weights(weights)
+        if load_weights:
+            self._load_weights(weights)
 
     @property
-    def input_size(self) -> int:
-        return 227 if self.variant == "caffenet" else 224
+    def label(self) -> str:
+        return f"alexnet-{self.layer}"
+
+    @property
+    def class_scores(self) -> bool:
+        return self.layer == "fc8"
+
+    def baseline_defaults(self) -> dict[str, Any]:
+        """Mahendran & Vedaldi, Sect. 5.2: C per layer, jitter a quarter of the stride."""
+        stride = LAYER_STRIDE.get(self.layer, 32)
+        return {"c": float(BASELINE_C.get(self.layer, 1)), "jitter": max(round(stride / 4), 1)}
 
     @property
     def min_image_size(self) -> int:  # type: ignore[override]
@@ -215,8 +241,6 @@ class AlexNet(Representation):
         return 227 if self.variant == "caffenet" and self.layer.startswith("fc") else 67
 
     def _load_weights(self, weights: str | None) -> None:
-        if weights == FROM_CHECKPOINT:
-            return  # the caller loads the weights a checkpoint carries right after
         if weights == "random":
             log.warning(
                 "AlexNet with RANDOM weights: its features are scientifically meaningless "

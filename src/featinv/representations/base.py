@@ -7,7 +7,6 @@ subtraction) so that callers never need to know what it expects.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -43,18 +42,38 @@ def check_images(images: torch.Tensor, min_size: int, name: str) -> None:
 
 
 class Representation(nn.Module):
-    """Base class of every featurizer Phi.
+    """Base class of every featurizer Phi; what the rest of featinv asks of one is said here.
 
-    Subclasses set ``name`` and ``differentiable`` and implement ``forward`` and
-    ``output_shape``. ``runs_in_loader`` is true for representations computed on the CPU in the
-    data loader (SIFT) rather than on the device inside the training step.
+    Subclasses set the class attributes below, implement ``forward``, ``output_shape`` and
+    ``config``, and register with ``@register`` (the name comes from ``name``). Nothing outside
+    a representation's own module branches on its name: callers read these attributes.
     """
 
+    #: Registered name (``build_representation(name)``); unique.
     name: ClassVar[str] = ""
+    #: Gradients flow through ``forward``: the optimization baseline can invert it.
     differentiable: ClassVar[bool] = False
+    #: Computed on the CPU in the data loader (SIFT) rather than on the device in the step.
     runs_in_loader: ClassVar[bool] = False
+    #: Its constructor reads a weights file (``load_weights=False`` builds it without).
+    loads_weights: ClassVar[bool] = False
     #: The smallest image side the representation accepts.
     min_image_size: ClassVar[int] = 4
+    #: The image side it is evaluated at when nothing else says (a trained decoder's crop
+    #: size always wins).
+    default_image_size: ClassVar[int] = 64
+    #: For a network tapped at one of several layers: the layers, input to output.
+    layers: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def label(self) -> str:
+        """Short display name for reports and figures (``hog``, ``alexnet-conv3``)."""
+        return self.name
+
+    @property
+    def class_scores(self) -> bool:
+        """Whether the features are ImageNet class scores (the top-5 analysis needs them)."""
+        return False
 
     def output_shape(self, image_size: int | tuple[int, int]) -> tuple[int, ...]:
         """Shape of one image's features (without the batch dimension)."""
@@ -68,18 +87,31 @@ class Representation(nn.Module):
         """Decoder options this representation's paper architecture needs (users override)."""
         return {}
 
+    def baseline_defaults(self) -> dict[str, Any]:
+        """Options of the optimization baseline that Mahendran & Vedaldi set per
+        representation (Sect. 5.1-5.2: the loss weight ``c`` and the jitter range)."""
+        return {}
 
-_REGISTRY: dict[str, Callable[..., Representation]] = {}
+
+_REGISTRY: dict[str, type[Representation]] = {}
 
 
-def register(name: str) -> Callable[[type[Representation]], type[Representation]]:
-    """Class decorator that makes a representation buildable by name."""
+def register(cls: type[Representation]) -> type[Representation]:
+    """Class decorator that makes a representation buildable by its ``name``.
 
-    def decorate(cls: type[Representation]) -> type[Representation]:
-        _REGISTRY[name] = cls
-        return cls
-
-    return decorate
+    Raises:
+        ValueError: for a class without a name, or a name already taken by another class.
+    """
+    if not cls.name:
+        raise ValueError(f"{cls.__qualname__} has no name: set the class attribute `name`")
+    taken = _REGISTRY.get(cls.name)
+    if taken is not None and taken is not cls:
+        raise ValueError(
+            f"representation name {cls.name!r} is taken by {taken.__module__}."
+            f"{taken.__qualname__}; choose another name for {cls.__module__}.{cls.__qualname__}"
+        )
+    _REGISTRY[cls.name] = cls
+    return cls
 
 
 def available_representations() -> list[str]:
@@ -87,8 +119,8 @@ def available_representations() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def build_representation(name: str, **options: Any) -> Representation:
-    """Build a representation from its registered name and plain option values.
+def representation_class(name: str) -> type[Representation]:
+    """The registered class of ``name``, to read its attributes without building it.
 
     Raises:
         ValueError: for an unknown name, listing the valid ones.
@@ -96,7 +128,25 @@ def build_representation(name: str, **options: Any) -> Representation:
     if name not in _REGISTRY:
         valid = ", ".join(available_representations())
         raise ValueError(f"unknown representation {name!r}; valid names: {valid}")
-    return _REGISTRY[name](**options)
+    return _REGISTRY[name]
+
+
+def build_representation(name: str, *, load_weights: bool = True, **options: Any) -> Representation:
+    """Build a representation from its registered name and plain option values.
+
+    Args:
+        name: a name from ``available_representations()``.
+        load_weights: for a representation that ``loads_weights``, ``False`` builds it with
+            its weights uninitialized, for a caller that loads them next (from a checkpoint).
+        options: the representation's constructor arguments (its ``config()``).
+
+    Raises:
+        ValueError: for an unknown name, listing the valid ones.
+    """
+    cls = representation_class(name)
+    if cls.loads_weights:
+        options["load_weights"] = load_weights
+    return cls(**options)
 
 
 def as_pair(size: int | tuple[int, int]) -> tuple[int, int]:

@@ -230,7 +230,7 @@ def hog_features(
     )
 
 
-@register("hog")
+@register
 class HOG(Representation):
     """UoCTTI HOG of grey images, 31 channels at cell size 8 (Dosovitskiy & Brox, Sect. 2.1).
 
@@ -274,6 +274,10 @@ class HOG(Representation):
             "bilinear_orientations": self.bilinear_orientations,
             "grayscale": self.grayscale,
         }
+
+    def baseline_defaults(self) -> dict[str, Any]:
+        """Mahendran & Vedaldi, Sect. 5.1: C = 20 for HOG, no jitter."""
+        return {"c": 20.0, "jitter": 1}
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         check_images(images, self.min_image_size, "HOG")

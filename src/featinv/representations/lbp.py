@@ -61,7 +61,7 @@ def lbp_features(grey: torch.Tensor, cell_size: int = 16) -> torch.Tensor:
     return hist.sqrt() / (hist.sum(dim=1, keepdim=True).sqrt() + 1e-10)
 
 
-@register("lbp")
+@register
 class LBP(Representation):
     """VLFeat uniform LBP of grey images: 58 channels, cell size 16 (Sect. 2.1).
 

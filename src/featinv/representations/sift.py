@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from featinv.reliability import warn_sometimes
 from featinv.representations.base import (
     GREY_WEIGHTS,
     Representation,
@@ -111,7 +112,7 @@ def pack_keypoints(frames: np.ndarray, descriptors: np.ndarray) -> dict[str, np.
     return {"frames": frames.astype(np.float32), "descriptors": descriptors.astype(np.uint8)}
 
 
-@register("sift")
+@register
 class SparseSIFT(Representation):
     """Sparse SIFT keypoints on a ``cell x cell`` grid, 133 channels (Sect. 2.2).
 
@@ -146,13 +147,14 @@ class SparseSIFT(Representation):
         grid = sift_grid(frames, descriptors, height, width, self.cell, self.seed)
         if not grid.any():
             self.empty_maps += 1
-            if self.empty_maps in (1, 10, 100) or self.empty_maps % 1000 == 0:
-                log.warning(
-                    "SIFT found no keypoint in a %dx%d image: all-zero map (%d so far)",
-                    height,
-                    width,
-                    self.empty_maps,
-                )
+            warn_sometimes(
+                log,
+                self.empty_maps,
+                "SIFT found no keypoint in a %dx%d image: all-zero map (%d so far)",
+                height,
+                width,
+                self.empty_maps,
+            )
         return grid
 
     def map_of_image(self, rgb: np.ndarray) -> np.ndarray:

@@ -19,7 +19,11 @@ from featinv.analysis import (
     interpolate,
     top5_variants,
 )
-from featinv.evaluation import match_size, mean_pairwise_distance, normalized_reconstruction_error
+from featinv.evaluation.metrics import (
+    match_size,
+    mean_pairwise_distance,
+    normalized_reconstruction_error,
+)
 from featinv.figures import save_comparison_grid
 from featinv.inverter import Inverter
 
@@ -120,11 +124,9 @@ def sample(
 def top5(inverter: Inverter, images: torch.Tensor, out: Path, **_: Any) -> dict[str, Any]:
     """4.3, Fig. 8: FC8 -> all activations, the 5 largest only, all but the 5 largest."""
     phi = inverter.representation
-    if phi.name != "alexnet" or phi.layer != "fc8":
-        layer = getattr(phi, "layer", "")
-        inverts = f"{phi.name} {layer}".strip()
+    if not phi.class_scores:
         raise ExperimentError(
-            f"top5 inverts AlexNet fc8 class scores; this checkpoint inverts {inverts}"
+            f"top5 inverts class scores (AlexNet fc8); this checkpoint inverts {phi.label}"
         )
     size = tuple(images.shape[-2:])
     variants = top5_variants(inverter.features(images))

@@ -10,10 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from featinv.harness import main
-from featinv.networks import CHECKPOINT_FORMAT
-from featinv.training import InversionModule
-from tests.training_helpers import train_steps as run_steps
+from featinv.evaluation.cli import main
+from tests.helpers import trained_checkpoint
 
 METHOD_KEYS = {
     "representation",
@@ -27,25 +25,9 @@ METHOD_KEYS = {
 }
 
 
-def save_checkpoint(path: Path, train_steps: int = 3, **hparams) -> Path:
-    """A small *trained* featinv checkpoint, as the trainer writes it (state dict,
-    hyper-parameters, marker): a few Adam steps on random images first."""
-    torch.manual_seed(0)
-    module = InversionModule(**hparams)
-    size = module.hparams.image_size
-    run_steps(module, {"image": torch.rand(2, 3, size, size)}, train_steps)
-    checkpoint = {
-        "state_dict": module.state_dict(),
-        "hyper_parameters": dict(module.hparams),
-        "featinv": {"format": CHECKPOINT_FORMAT},
-    }
-    torch.save(checkpoint, path)
-    return path
-
-
 @pytest.fixture
 def hog_checkpoint(tmp_path) -> Path:
-    return save_checkpoint(
+    return trained_checkpoint(
         tmp_path / "hog.ckpt", image_size=32, decoder_options={"width": 8, "max_width": 8}
     )
 
@@ -99,7 +81,7 @@ def test_layer_curve_for_several_alexnet_layers(tmp_path, photo_folder):
         paths += [
             "--checkpoint",
             str(
-                save_checkpoint(
+                trained_checkpoint(
                     tmp_path / f"{layer}.ckpt",
                     representation="alexnet",
                     image_size=227,
@@ -120,7 +102,7 @@ def test_layer_curve_for_several_alexnet_layers(tmp_path, photo_folder):
 def test_different_image_sizes_are_evaluated_each_at_its_own(
     tmp_path, hog_checkpoint, photo_folder
 ):
-    other = save_checkpoint(tmp_path / "hog48.ckpt", image_size=48, decoder_options={"width": 8})
+    other = trained_checkpoint(tmp_path / "hog48.ckpt", image_size=48, decoder_options={"width": 8})
     report = main(
         [
             "--checkpoint",

@@ -17,8 +17,8 @@ from featinv.analysis import (
     interpolate,
     top5_variants,
 )
-from featinv.harness import main
-from tests.test_harness import save_checkpoint
+from featinv.evaluation.cli import main
+from tests.helpers import trained_checkpoint
 
 
 @pytest.fixture
@@ -104,7 +104,7 @@ def test_top5_variants():
 
 @pytest.fixture
 def conv_checkpoint(tmp_path):
-    return save_checkpoint(
+    return trained_checkpoint(
         tmp_path / "conv5.ckpt",
         representation="alexnet",
         image_size=227,
@@ -114,7 +114,7 @@ def conv_checkpoint(tmp_path):
 
 
 def _fc8_checkpoint(tmp_path, weights: str):
-    return save_checkpoint(
+    return trained_checkpoint(
         tmp_path / "fc8.ckpt",
         representation="alexnet",
         image_size=227,
@@ -183,7 +183,7 @@ def test_top5_on_fc8_and_refused_elsewhere(tmp_path, conv_checkpoint):
     fc8 = _fc8_checkpoint(tmp_path, "random")
     numbers = _top5(fc8, tmp_path / "t", "--num-images", "3")
     assert numbers["weights"] == "random" and (tmp_path / "t" / "top5.png").exists()
-    with pytest.raises(SystemExit, match=r"top5 inverts AlexNet fc8 .* alexnet conv5"):
+    with pytest.raises(SystemExit, match=r"top5 inverts class scores .* alexnet-conv5"):
         _top5(conv_checkpoint, tmp_path / "u")
 
 

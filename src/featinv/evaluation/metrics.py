@@ -8,6 +8,8 @@
   (0-1 scale). A representation without colour (HOG of grey images) leaves colour to the
   decoder's prior; the figure to beat is the cast of the best single constant colour for the
   set, the per-channel median of the images' mean colours.
+* PSNR and SSIM (torchmetrics), on reconstructions clamped to [0, 1], as image-quality
+  figures other papers report.
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ import hashlib
 import torch
 import torch.nn.functional as F
 from torchmetrics import Metric
+from torchmetrics.functional.image import (
+    peak_signal_noise_ratio,
+    structural_similarity_index_measure,
+)
 
 
 def match_size(reconstructions: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -60,6 +66,18 @@ def feature_error(features_hat: torch.Tensor, features: torch.Tensor) -> torch.T
     """Per-image relative feature error ``||Phi(x_hat) - Phi(x)|| / ||Phi(x)||``."""
     diff = (features_hat - features).flatten(1).norm(dim=1)
     return diff / features.flatten(1).norm(dim=1).clamp_min(torch.finfo(features.dtype).tiny)
+
+
+def psnr(images: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
+    """Peak signal-to-noise ratio (dB) of reconstructions clamped to [0, 1], over the batch."""
+    shown = match_size(reconstructions.float(), tuple(images.shape[-2:])).clamp(0, 1)
+    return peak_signal_noise_ratio(shown, images.float(), data_range=1.0)
+
+
+def ssim(images: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
+    """Mean structural similarity of reconstructions clamped to [0, 1] (Gaussian 11x11)."""
+    shown = match_size(reconstructions.float(), tuple(images.shape[-2:])).clamp(0, 1)
+    return structural_similarity_index_measure(shown, images.float(), data_range=1.0)
 
 
 def mean_colours(images: torch.Tensor) -> torch.Tensor:

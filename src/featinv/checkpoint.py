@@ -1,0 +1,132 @@
+"""featinv's checkpoint format: what the trainer writes, how it is read and checked.
+
+A featinv checkpoint is a Lightning checkpoint (``state_dict`` with ``representation.*`` and
+``decoder.*`` keys, ``hyper_parameters`` holding the plain values the networks are built from)
+plus a ``featinv`` entry: the format number and the training data's mean image (the honest
+constant baseline of the validation report). Everything that knows this layout is here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from featinv.networks import build_networks
+from featinv.reliability import atomic_write
+
+#: Written into every checkpoint so that loaders can tell a featinv checkpoint from others.
+CHECKPOINT_FORMAT = 1
+
+#: Hyper-parameters that fix the networks' shapes: a run resumes only with the same values.
+NETWORK_KEYS = ("representation", "representation_options", "image_size", "decoder_options")
+
+
+class NotAFeatinvCheckpointError(ValueError):
+    """The file is not a checkpoint written by featinv's trainer."""
+
+
+def featinv_entry(
+    train_image_sum: torch.Tensor | None = None, train_image_count: int = 0
+) -> dict[str, Any]:
+    """The ``featinv`` entry of a checkpoint: the format, and the training images' sum."""
+    entry: dict[str, Any] = {"format": CHECKPOINT_FORMAT}
+    if train_image_sum is not None:
+        entry["train_image_sum"] = train_image_sum.detach().cpu()
+        entry["train_image_count"] = int(train_image_count)
+    return entry
+
+
+def save_checkpoint(path: str | Path, module: nn.Module) -> Path:
+    """Write ``module`` (an ``InversionModule`` or an ``Inverter``) as a featinv checkpoint.
+
+    The file loads with ``Inverter.from_checkpoint`` and ``load_checkpoint`` like one the
+    trainer wrote (it has no optimizer state, so a run cannot resume from it). Written
+    atomically: ``path`` is the old file or the complete new one, never a partial one.
+    """
+    checkpoint = {
+        "state_dict": module.state_dict(),
+        "hyper_parameters": dict(module.hparams),
+        "featinv": featinv_entry(
+            getattr(module, "train_image_sum", None), getattr(module, "train_image_count", 0)
+        ),
+    }
+    path = Path(path)
+    with atomic_write(path) as stream:
+        torch.save(checkpoint, stream)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a featinv checkpoint, with a clear error for anything else.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        NotAFeatinvCheckpointError: the file is not a (readable) featinv checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        # Lightning checkpoints hold plain hyper-parameters next to the tensors; they are not
+        # loadable with weights_only=True. Only load checkpoints you trust.
+        checkpoint = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as error:  # torch raises many kinds for a non-checkpoint file
+        raise NotAFeatinvCheckpointError(
+            f"{path} is not a readable PyTorch checkpoint ({type(error).__name__}: {error})"
+        ) from error
+    if not isinstance(checkpoint, dict) or "featinv" not in checkpoint:
+        raise NotAFeatinvCheckpointError(
+            f"{path} is not a featinv checkpoint (it has no 'featinv' entry); train one with "
+            "`python train.py` or pass a checkpoint that featinv wrote"
+        )
+    found = checkpoint["featinv"].get("format")
+    if found != CHECKPOINT_FORMAT:
+        raise NotAFeatinvCheckpointError(
+            f"{path} has featinv checkpoint format {found}, this featinv reads {CHECKPOINT_FORMAT}"
+        )
+    return checkpoint
+
+
+def check_resumable(checkpoint: dict[str, Any], hparams: dict[str, Any]) -> None:
+    """Refuse, by name, to resume a run from a checkpoint of other networks.
+
+    Raises:
+        ValueError: naming the first hyper-parameter in ``NETWORK_KEYS`` that differs.
+    """
+    if "featinv" not in checkpoint:
+        raise ValueError("not a featinv checkpoint (no 'featinv' entry): cannot resume from it")
+    theirs = checkpoint.get("hyper_parameters", {})
+    for key in NETWORK_KEYS:
+        if theirs.get(key) != hparams.get(key):
+            raise ValueError(
+                f"this checkpoint was trained with {key}={theirs.get(key)!r}, the run is "
+                f"configured with {key}={hparams.get(key)!r}: resume with the config the "
+                "checkpoint was trained with (its config.yaml), or start a new run"
+            )
+
+
+def networks_from_checkpoint(
+    checkpoint: dict[str, Any],
+) -> tuple[nn.Module, nn.Module, dict[str, Any]]:
+    """Rebuild Phi and the decoder from a loaded checkpoint alone, with their weights.
+
+    Phi's weights come from the checkpoint (fine-tuned ones, for an autoencoder), so a
+    weights file it was trained from need not exist here.
+    """
+    hp = dict(checkpoint.get("hyper_parameters", {}))
+    representation, decoder = build_networks(
+        hp["representation"],
+        hp.get("representation_options"),
+        hp["image_size"],
+        hp.get("decoder_options"),
+        load_weights=False,
+    )
+    state = checkpoint["state_dict"]
+    for prefix, module in (("representation.", representation), ("decoder.", decoder)):
+        module.load_state_dict(
+            {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        )
+    return representation, decoder, hp

@@ -1,0 +1,197 @@
+"""``python evaluate.py`` / ``featinv-evaluate``: score learned decoders and the optimization
+baseline on the same images, or run one of the paper's analyses on a checkpoint.
+
+Writes ``report.json``, ``report.md`` and PNG figures (``featinv.evaluation.reports``); every
+problem with the user's input ends in one line, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from featinv.checkpoint import NotAFeatinvCheckpointError
+from featinv.data.images import to_tensor
+from featinv.data.photos import NoPhotosError, load_photos
+from featinv.data.transforms import EvalTransform
+from featinv.evaluation.experiments import EXPERIMENTS, ExperimentError, run_experiment
+from featinv.evaluation.methods import (
+    Method,
+    baseline_methods,
+    learned_method,
+    representation_for_baseline,
+    score_methods,
+)
+from featinv.evaluation.reports import write_reports
+from featinv.inverter import Inverter
+
+
+class EvaluationError(Exception):
+    """A problem with the user's input, reported as one line without a traceback."""
+
+
+#: Errors that mean "the input is wrong", not "featinv is broken".
+INPUT_ERRORS = (FileNotFoundError, NotAFeatinvCheckpointError, NoPhotosError, ExperimentError)
+
+
+def positive(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    return _integer_at_least(text, 1)
+
+
+def at_least_two(text: str) -> int:
+    """argparse type: an integer of at least 2."""
+    return _integer_at_least(text, 2)
+
+
+def _integer_at_least(text: str, minimum: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+    return value
+
+
+def build_methods(
+    checkpoints: list[str],
+    representations: list[str],
+    baseline: bool,
+    device: torch.device,
+    image_size: int | None = None,
+    layer: str | None = None,
+    weights: str | None = None,
+    baseline_iterations: int = 300,
+    seed: int = 0,
+) -> tuple[list[Method], list[str]]:
+    """Decoders from ``checkpoints``; with ``baseline``, the optimization baseline on their
+    representations and on each name in ``representations``."""
+    methods = [learned_method(path, device, image_size) for path in checkpoints]
+    notes: list[str] = []
+    if baseline:
+        targets = [(m.representation, m.image_size) for m in methods]
+        for name in representations:
+            phi = representation_for_baseline(name, device, layer, weights)
+            targets.append((phi, image_size or phi.default_image_size))
+        if not targets:
+            raise EvaluationError("--baseline needs a --checkpoint or a --representation to invert")
+        found, notes = baseline_methods(targets, baseline_iterations, seed)
+        methods += found
+    elif representations:
+        raise EvaluationError("--representation names what --baseline inverts: add --baseline")
+    if not methods:
+        raise EvaluationError("nothing to evaluate: give --checkpoint PATH and/or --baseline")
+    sizes = sorted({m.image_size for m in methods})
+    if len(sizes) > 1:
+        notes.append(
+            f"methods were trained at different image sizes ({', '.join(map(str, sizes))}): "
+            "each is evaluated at its own size, with its own normalizer N"
+        )
+    return methods, notes
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line of ``evaluate.py`` (every value checked by argparse)."""
+    parser = argparse.ArgumentParser(
+        prog="evaluate.py",
+        description="Evaluate trained decoders and the optimization baseline on the same images.",
+    )
+    parser.add_argument("--checkpoint", action="append", help="a featinv checkpoint (repeatable)")
+    parser.add_argument(
+        "--baseline", action="store_true", help="also run the optimization baseline"
+    )
+    parser.add_argument("--representation", action="append", help="baseline on this representation")
+    parser.add_argument("--layer", help="layer of a network given to --representation")
+    parser.add_argument(
+        "--weights",
+        "--alexnet-weights",
+        default=None,
+        help="weights file of a network given to --representation",
+    )
+    parser.add_argument("--baseline-iterations", type=positive, default=300, help="Algorithm 1's T")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--images", help="a folder of photos")
+    source.add_argument("--shards", help="a shard pattern (default: the bundled validation photos)")
+    parser.add_argument(
+        "--num-images", type=at_least_two, default=100, help="images to use (the papers: 100)"
+    )
+    parser.add_argument(
+        "--image-size", type=positive, default=None, help="default: each checkpoint's own"
+    )
+    parser.add_argument("--out", default="evaluation", help="output folder")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch-size", type=positive, default=64)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the baseline's initial noise")
+    analysis = parser.add_argument_group("the paper's analyses (Sect. 4.3-4.5), on one checkpoint")
+    analysis.add_argument("--experiment", choices=EXPERIMENTS, help="run one analysis instead")
+    analysis.add_argument(
+        "--steps", type=at_least_two, default=8, help="interpolate: points per pair"
+    )
+    analysis.add_argument("--pairs", type=positive, default=2, help="interpolate: image pairs")
+    analysis.add_argument("--samples", type=positive, default=16, help="sample: random vectors")
+    analysis.add_argument("--alpha", type=float, default=2.0, help="sample: contrast factor")
+    return parser.parse_args(argv)
+
+
+def run_analysis(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """``--experiment NAME``: one of the paper's analyses on one checkpoint."""
+    if not args.checkpoint or len(args.checkpoint) != 1:
+        raise EvaluationError(f"--experiment {args.experiment} needs exactly one --checkpoint")
+    inverter = Inverter.from_checkpoint(args.checkpoint[0], device=device)
+    photos = load_photos(args.images, args.shards, args.num_images)
+    transform = EvalTransform(args.image_size or inverter.image_size)
+    images = torch.stack([to_tensor(transform.crop(a)[0]) for a in photos.arrays])
+    options = {
+        "steps": args.steps,
+        "pairs": args.pairs,
+        "samples": args.samples,
+        "alpha": args.alpha,
+        "seed": args.seed,
+    }
+    try:
+        numbers = run_experiment(args.experiment, inverter, images, Path(args.out), **options)
+    except ValueError as error:  # an analysis that does not apply to these images
+        raise EvaluationError(str(error)) from error
+    numbers["notes"] = photos.notes
+    print(json.dumps(numbers, indent=2))
+    print(f"wrote {args.out}/{args.experiment}*.png and {args.experiment}.json")
+    return numbers
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Entry point of ``evaluate.py`` and ``featinv-evaluate``."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    torch.manual_seed(args.seed)
+    device = torch.device(args.device)
+    try:
+        if args.experiment:
+            return run_analysis(args, device)
+        methods, notes = build_methods(
+            args.checkpoint or [],
+            args.representation or [],
+            args.baseline,
+            device,
+            image_size=args.image_size,
+            layer=args.layer,
+            weights=args.weights,
+            baseline_iterations=args.baseline_iterations,
+            seed=args.seed,
+        )
+        photos = load_photos(args.images, args.shards, args.num_images)
+        groups = score_methods(methods, photos.arrays, args.batch_size, device)
+        report = write_reports(
+            methods, groups, notes + photos.notes, Path(args.out), len(photos.arrays)
+        )
+    except (EvaluationError, *INPUT_ERRORS) as error:
+        sys.exit(f"evaluate.py: error: {error}")
+    print((Path(args.out) / "report.md").read_text())
+    print(f"wrote {args.out}/report.json, report.md, grid.png")
+    return report

@@ -1,0 +1,182 @@
+"""The things ``evaluate.py`` compares: trained decoders and the optimization baseline.
+
+Every method sees the same images, the same crops and the same normalizer N (per image size),
+and is scored with the normalized reconstruction error (reconstructions upsampled bilinearly
+to the input size first), the feature error, PSNR and SSIM. Timing covers the whole
+inversion of a batch, features included, divided by the images, after a warm-up batch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from featinv.baseline import OptimizationInverter
+from featinv.data.images import to_tensor
+from featinv.data.transforms import EvalTransform
+from featinv.evaluation.metrics import (
+    feature_error,
+    match_size,
+    mean_pairwise_distance,
+    normalized_reconstruction_error,
+    psnr,
+    ssim,
+)
+from featinv.inverter import Inverter
+from featinv.representations import Representation, build_representation, representation_class
+
+
+@dataclass
+class Method:
+    """One thing to evaluate: a trained decoder or the baseline on a representation.
+
+    Attributes:
+        options: what the method was built with, for the report (the baseline's constants
+            in force, a decoder's checkpoint path).
+    """
+
+    name: str
+    kind: Literal["learned", "optimization"]
+    representation: Representation
+    image_size: int
+    invert: Callable[[torch.Tensor], torch.Tensor]
+    autoencoder: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+    results: dict[str, Any] = field(default_factory=dict)
+    reconstructions: torch.Tensor | None = None
+
+
+def learned_method(path: str | Path, device: torch.device, image_size: int | None = None) -> Method:
+    """A trained decoder from its checkpoint, evaluated at its own crop size by default."""
+    inverter = Inverter.from_checkpoint(path, device=device)
+    return Method(
+        name=f"{Path(path).parent.name}/{Path(path).stem}",
+        kind="learned",
+        representation=inverter.representation,
+        image_size=image_size or inverter.image_size,
+        invert=inverter.reconstruct,
+        autoencoder=bool(inverter.hparams.get("train_encoder")),
+        options={"checkpoint": str(path)},
+    )
+
+
+def representation_for_baseline(
+    name: str, device: torch.device, layer: str | None = None, weights: str | None = None
+) -> Representation:
+    """Build a representation to invert by optimization; ``weights`` and ``layer`` go to the
+    representations that take them (a representation that loads weights, a layered one)."""
+    cls = representation_class(name)
+    options: dict[str, Any] = {}
+    if cls.loads_weights:
+        options["weights"] = weights
+    if layer is not None:
+        options["layer"] = layer
+    return build_representation(name, **options).to(device)
+
+
+def baseline_methods(
+    representations: Sequence[tuple[Representation, int]], iterations: int, seed: int
+) -> tuple[list[Method], list[str]]:
+    """The optimization baseline on each distinct (representation, size); notes for the
+    representations it cannot invert (not differentiable)."""
+    methods: list[Method] = []
+    notes: list[str] = []
+    seen = set()
+    for phi, size in representations:
+        key = (phi.name, tuple(sorted(phi.config().items(), key=str)), size)
+        if key in seen:
+            continue
+        seen.add(key)
+        if not phi.differentiable:
+            notes.append(f"no optimization baseline for {phi.label}: it is not differentiable")
+            continue
+        baseline = OptimizationInverter(phi, iterations=iterations)
+
+        def invert(images: torch.Tensor, b: OptimizationInverter = baseline) -> torch.Tensor:
+            return b.invert(images, seed=seed, progress=False).reconstructions
+
+        methods.append(
+            Method(
+                f"baseline/{phi.label}",
+                "optimization",
+                phi,
+                size,
+                invert,
+                options=baseline.describe(),
+            )
+        )
+    return methods, notes
+
+
+def timed(
+    invert: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, batch_size: int
+) -> tuple[torch.Tensor, float]:
+    """Reconstructions of all images in batches, and seconds per image after a warm-up batch."""
+    invert(images[: min(batch_size, len(images))])  # warm-up: allocations, lazy init
+    synchronize = torch.cuda.synchronize if images.is_cuda else (lambda: None)
+    outputs = []
+    synchronize()
+    start = time.perf_counter()
+    for first in range(0, len(images), batch_size):
+        outputs.append(invert(images[first : first + batch_size]))
+    synchronize()
+    return torch.cat(outputs), (time.perf_counter() - start) / len(images)
+
+
+def device_name(device: torch.device) -> str:
+    """The device as a report names it: the GPU's model, or ``cpu``."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
+
+
+def score_methods(
+    methods: Sequence[Method],
+    photos: Sequence[np.ndarray],
+    batch_size: int,
+    device: torch.device,
+) -> dict[int, dict[str, Any]]:
+    """Score every method, filling its ``results`` and ``reconstructions``.
+
+    Returns, per image size, the centrally cropped images and their normalizer N.
+    """
+    groups: dict[int, dict[str, Any]] = {}
+    for size in sorted({m.image_size for m in methods}):
+        transform = EvalTransform(size)
+        images = torch.stack([to_tensor(transform.crop(a)[0]) for a in photos]).to(device)
+        groups[size] = {"images": images, "normalizer": mean_pairwise_distance(images).item()}
+    for method in tqdm(methods, desc="evaluating", unit="method"):
+        images = groups[method.image_size]["images"]
+        with torch.no_grad():
+            raw, seconds = timed(method.invert, images, batch_size)
+            recon = match_size(raw.float(), tuple(images.shape[-2:]))
+            errors = normalized_reconstruction_error(
+                images, recon, groups[method.image_size]["normalizer"]
+            )
+            phi = method.representation
+            try:
+                f_error = feature_error(phi(recon), phi(images)).mean().item()
+            except ValueError:  # a representation that refuses the reconstruction's size
+                f_error = None
+            method.results = {
+                "representation": phi.name,
+                "layer": getattr(phi, "layer", None),
+                "kind": method.kind,
+                "autoencoder": method.autoencoder,
+                "image_size": method.image_size,
+                "normalized_error": errors.mean().item(),
+                "normalized_error_std": errors.std().item() if len(errors) > 1 else 0.0,
+                "feature_error": f_error,
+                "seconds_per_image": seconds,
+                "psnr": psnr(images, recon).item(),
+                "ssim": ssim(images, recon).item(),
+                "device": device_name(device),
+                "options": method.options,
+            }
+            method.reconstructions = recon.cpu()
+    return groups

@@ -1,0 +1,95 @@
+"""What ``evaluate.py`` writes: ``report.json``, ``report.md`` and PNG figures."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from featinv.evaluation.methods import Method
+from featinv.figures import save_comparison_grid, save_layer_plot
+
+#: Originals shown per figure.
+SHOWN_IMAGES = 8
+
+
+def markdown_table(methods: Sequence[Method]) -> list[str]:
+    """One row per method: its errors, PSNR, SSIM, speed and device."""
+    lines = [
+        "| method | kind | representation | layer | size | normalized error | feature error "
+        "| PSNR | SSIM | s / image | device |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for m in methods:
+        r = m.results
+        fe = "n/a" if r["feature_error"] is None else f"{r['feature_error']:.3f}"
+        kind = r["kind"] + (" (autoencoder)" if r["autoencoder"] else "")
+        error = f"{r['normalized_error']:.3f} +- {r['normalized_error_std']:.3f}"
+        lines.append(
+            f"| {m.name} | {kind} | {r['representation']} | {r['layer'] or ''} | {r['image_size']} "
+            f"| {error} | {fe} | {r['psnr']:.2f} | {r['ssim']:.3f} "
+            f"| {r['seconds_per_image']:.2e} | {r['device']} |"
+        )
+    return lines
+
+
+def write_reports(
+    methods: Sequence[Method],
+    groups: dict[int, dict[str, Any]],
+    notes: Sequence[str],
+    out: Path,
+    num_images: int,
+) -> dict[str, Any]:
+    """report.json, report.md, grid.png (one per image size) and, for several layers of one
+    network, layers.png (error against layer, Dosovitskiy & Brox Fig. 7)."""
+    out.mkdir(parents=True, exist_ok=True)
+    first = min(groups)
+    report = {
+        "num_images": num_images,
+        "image_size": first,
+        "normalizer": groups[first]["normalizer"],
+        "normalizers": {str(s): g["normalizer"] for s, g in groups.items()},
+        "methods": {m.name: m.results for m in methods},
+        "notes": list(notes),
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    lines = [f"# featinv evaluation: {num_images} images", "", *markdown_table(methods), ""]
+    lines.append(
+        "Normalizer N (mean distance between image pairs): "
+        + ", ".join(f"{g['normalizer']:.2f} at {s} px" for s, g in groups.items())
+    )
+    lines += [f"- {note}" for note in notes]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    shown = min(SHOWN_IMAGES, num_images)
+    for size, group in groups.items():
+        members = [m for m in methods if m.image_size == size]
+        save_comparison_grid(
+            out / ("grid.png" if size == first else f"grid_{size}.png"),
+            [group["images"][:shown].cpu()] + [m.reconstructions[:shown] for m in members],
+            ["original"] + [m.name for m in members],
+        )
+    _layer_plots(methods, out)
+    return report
+
+
+def _layer_plots(methods: Sequence[Method], out: Path) -> None:
+    """layers.png for a network evaluated at more than one of its layers."""
+    by_network: dict[str, list[Method]] = {}
+    for m in methods:
+        if type(m.representation).layers:
+            by_network.setdefault(m.representation.name, []).append(m)
+    for name, members in by_network.items():
+        if len({m.results["layer"] for m in members}) < 2:
+            continue
+        points = [
+            (
+                m.results["layer"],
+                m.results["normalized_error"],
+                "autoencoder" if m.autoencoder else m.kind,
+            )
+            for m in members
+        ]
+        network = type(members[0].representation)
+        filename = "layers.png" if len(by_network) == 1 else f"layers_{name}.png"
+        save_layer_plot(out / filename, points, network.layers, network.__name__)
