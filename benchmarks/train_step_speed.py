@@ -3,11 +3,12 @@
     python benchmarks/train_step_speed.py [--batch 64] [--steps 5] [--device cuda]
                                           [--precision bf16-mixed] [--channels-last]
 
-Builds each network exactly as ``configs/hog.yaml`` and ``configs/alexnet/fc6.yaml`` do
-(random AlexNet weights: speed does not depend on them) and times full optimizer steps on a
-fixed batch of real photo crops, uint8 as the loader ships them: pixel conversion, features
-on the device, decoder forward, MSE, backward and Adam. Data loading is not included (see
-``loader_speed.py``). Prints img/s per network and the machine.
+Builds each network exactly as the paper-scale commands do (``configs/imagenet.yaml`` then
+``configs/hog.yaml``, or ``configs/alexnet.yaml`` at layer fc6; random AlexNet weights: speed
+does not depend on them) and times full optimizer steps on a fixed batch of real photo crops,
+uint8 as the loader ships them: pixel conversion (what the data module does after the
+transfer), features on the device, decoder forward, MSE, backward and Adam. Data loading is
+not included (see ``loader_speed.py``). Prints img/s per network and the machine.
 """
 
 from __future__ import annotations
@@ -18,25 +19,38 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe_machine, photo_crops
 
+from featinv.cli import build_cli
+from featinv.data.images import pixels_to_float
 from featinv.training import InversionModule
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-NETWORKS = {"hog": CONFIGS / "hog.yaml", "fc6": CONFIGS / "alexnet" / "fc6.yaml"}
+#: each network's command-line arguments after ``--config configs/imagenet.yaml``
+NETWORKS = {
+    "hog": [f"--config={CONFIGS / 'hog.yaml'}"],
+    "fc6": [
+        f"--config={CONFIGS / 'alexnet.yaml'}",
+        "--model.representation_options.layer=fc6",
+        "--model.representation_options.weights=random",
+    ],
+}
 
 
-def build(config: Path, channels_last: bool) -> tuple[InversionModule, int]:
-    """The module a config trains (AlexNet with random weights) and its image size."""
-    settings = yaml.safe_load(config.read_text())
-    model = dict(settings["model"])
-    if model["representation"] == "alexnet":
-        model["representation_options"] = {**model["representation_options"], "weights": "random"}
-    size = settings["data"]["image_size"]
-    return InversionModule(**model, image_size=size, channels_last=channels_last), size
+def build(arguments: list[str], channels_last: bool) -> tuple[InversionModule, int]:
+    """The module the paper-scale command trains and its image size."""
+    cli = build_cli(
+        [
+            f"--config={CONFIGS / 'imagenet.yaml'}",
+            *arguments,
+            f"--model.channels_last={str(channels_last).lower()}",
+            "--trainer.logger=false",
+        ],
+        run=False,
+    )
+    return cli.model, cli.datamodule.hparams.image_size
 
 
 def synchronize(device: torch.device) -> None:
@@ -52,8 +66,9 @@ def step(
 ) -> None:
     """One optimizer step, as Lightning runs it under the given precision."""
     optimizer.zero_grad(set_to_none=True)
-    with torch.autocast(batch["image"].device.type, torch.bfloat16, enabled=bf16):
-        loss = module.reconstruction_loss(batch)
+    images = pixels_to_float(batch["image"])
+    with torch.autocast(images.device.type, torch.bfloat16, enabled=bf16):
+        loss = module.reconstruction_loss({**batch, "image": images})
     loss.backward()
     optimizer.step()
 

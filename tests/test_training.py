@@ -104,9 +104,3 @@ def test_command_line_default_job_writes_checkpoints_grid_and_wandb_run(
     assert list((tmp_path / "logs" / "wandb").glob("offline-run-*"))
     inverter = Inverter.from_checkpoint(tmp_path / "checkpoints" / "hog" / "best.ckpt")
     assert inverter.reconstruct(torch.rand(1, 3, 32, 32)).shape == (1, 3, 32, 32)
-
-
-def test_command_line_names_a_shard_pattern_that_matches_nothing(tmp_path):
-    pattern = str(tmp_path / "missing-{000000..000009}.tar")
-    with pytest.raises(SystemExit, match="matches no files"):
-        main([f"--data.train_shards={pattern}", f"--data.val_shards={pattern}"])

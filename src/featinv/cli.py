@@ -93,6 +93,7 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> FeatinvCLI:
     """The command line over ``args`` (``None``: ``sys.argv``), starting from the embedded
     default's config; ``run=False`` builds the model, data and trainer without running (and
     then takes no subcommand)."""
+    quiet_library_warnings()
     return FeatinvCLI(
         InversionModule,
         InversionDataModule,
@@ -122,7 +123,6 @@ def main(args: list[str] | None = None) -> None:
         # LightningCLI reads sys.argv itself (and warns when given both): hand it the
         # command line with the implied subcommand there.
         sys.argv[1:] = argv
-    quiet_library_warnings()
     try:
         build_cli(None if args is None else argv)
     except NonFiniteLossError as error:

@@ -66,14 +66,6 @@ def test_impossible_data_options_are_refused_before_anything_is_built(option, me
         InversionDataModule(**option)
 
 
-def test_the_command_line_reports_a_bad_option_in_one_line(capsys):
-    from featinv.cli import main
-
-    with pytest.raises(SystemExit) as stop:
-        main(["--data.synthetic_fraction", "2", "--trainer.logger", "false"])
-    assert str(stop.value).startswith("featinv-train: error: data.synthetic_fraction must be")
-
-
 def test_colour_prior_brings_the_training_stream_to_that_mean_colour(photo_batch):
     prior = (0.485, 0.456, 0.406)
     data = InversionDataModule(num_workers=0, colour_prior=prior, saturation=(0.0, 1.0))

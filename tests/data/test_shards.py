@@ -122,12 +122,6 @@ def test_training_stream_crops_flips_and_never_ends(tmp_path, photo_arrays):
     assert all(b["image"].shape == (4, 3, 40, 40) for b in batches)
 
 
-def test_image_smaller_than_the_crop_is_upscaled_and_counted(photo_arrays):
-    transform = TrainTransform(64, seed=0)
-    out = transform(photo_arrays[0][:20, :30])
-    assert out.shape == (3, 64, 64) and transform.upscaled == 1
-
-
 def test_bad_sources_and_patterns_get_clear_errors(tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match="matches no files"):
         expand_shards(str(tmp_path / "nothing-{000..009}.tar"))

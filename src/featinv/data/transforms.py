@@ -107,9 +107,6 @@ class TrainTransform:
         # otherwise a view: the batch collation copies it once, straight into the batch
         return crop, box._replace(flipped=flipped)
 
-    def __call__(self, array: np.ndarray) -> torch.Tensor:
-        return to_tensor(self.crop(array)[0])
-
 
 class EvalTransform:
     """Resize the shorter side to ``resize`` (default: ``size``), then centre-crop ``size``."""
@@ -130,6 +127,7 @@ class EvalTransform:
         return np.ascontiguousarray(crop), Box(top, left, scale * upscale, False)
 
     def __call__(self, array: np.ndarray) -> torch.Tensor:
+        """The central crop as a ``(3, size, size)`` float tensor in [0, 1] (evaluation)."""
         return to_tensor(self.crop(array)[0])
 
 

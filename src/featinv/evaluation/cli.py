@@ -17,7 +17,6 @@ from typing import Any
 import torch
 
 from featinv.checkpoint import NotAFeatinvCheckpointError
-from featinv.data.images import to_tensor
 from featinv.data.photos import NoPhotosError, load_photos
 from featinv.data.transforms import EvalTransform
 from featinv.evaluation.experiments import EXPERIMENTS, ExperimentError, run_experiment
@@ -147,7 +146,7 @@ def run_analysis(args: argparse.Namespace, device: torch.device) -> dict[str, An
     inverter = Inverter.from_checkpoint(args.checkpoint[0], device=device)
     photos = load_photos(args.images, args.shards, args.num_images)
     transform = EvalTransform(args.image_size or inverter.image_size)
-    images = torch.stack([to_tensor(transform.crop(a)[0]) for a in photos.arrays])
+    images = torch.stack([transform(a) for a in photos.arrays])
     options = {
         "steps": args.steps,
         "pairs": args.pairs,

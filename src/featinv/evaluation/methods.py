@@ -19,7 +19,6 @@ import torch
 from tqdm.auto import tqdm
 
 from featinv.baseline import OptimizationInverter
-from featinv.data.images import to_tensor
 from featinv.data.transforms import EvalTransform
 from featinv.evaluation.metrics import (
     feature_error,
@@ -148,7 +147,7 @@ def score_methods(
     groups: dict[int, dict[str, Any]] = {}
     for size in sorted({m.image_size for m in methods}):
         transform = EvalTransform(size)
-        images = torch.stack([to_tensor(transform.crop(a)[0]) for a in photos]).to(device)
+        images = torch.stack([transform(a) for a in photos]).to(device)
         groups[size] = {"images": images, "normalizer": mean_pairwise_distance(images).item()}
     for method in tqdm(methods, desc="evaluating", unit="method"):
         images = groups[method.image_size]["images"]
