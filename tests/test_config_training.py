@@ -28,6 +28,8 @@ MODEL_RUNS = [
     ("sift.yaml", ()),
     ("alexnet.yaml", ("--model.representation_options.layer=conv2",)),
     ("alexnet.yaml", ("--model.representation_options.layer=fc7",)),
+    ("vgg16.yaml", ("--model.representation_options.layer=conv2_2",)),
+    ("vggm.yaml", ("--model.representation_options.layer=norm2",)),
 ]
 NARROW = {
     "spatial": "{width: 8, max_width: 16, min_width: 8}",
@@ -40,6 +42,8 @@ def _cli(name: str, tmp_path: Path, *extra: str) -> FeatinvCLI:
     the bundled photos, small crops (AlexNet needs its input size), narrow decoders."""
     alexnet = name == "alexnet.yaml"
     fc = any("layer=fc" in e for e in extra)
+    if name == "vggm.yaml":  # VGG-M's layers cover more of the image: a larger crop
+        extra = ("--data.image_size=64", *extra)
     args = [
         f"--config={CONFIGS / 'imagenet.yaml'}",
         f"--config={CONFIGS / name}",
@@ -54,7 +58,7 @@ def _cli(name: str, tmp_path: Path, *extra: str) -> FeatinvCLI:
         "--trainer.logger=false",
         "--trainer.enable_progress_bar=false",
     ]
-    if alexnet:
+    if name in ("alexnet.yaml", "vgg16.yaml", "vggm.yaml"):
         args.append("--model.representation_options.weights=random")
     return build_cli([*args, *extra], run=False)
 

@@ -125,8 +125,18 @@ def networks_from_checkpoint(
         load_weights=False,
     )
     state = checkpoint["state_dict"]
-    for prefix, module in (("representation.", representation), ("decoder.", decoder)):
-        module.load_state_dict(
-            {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    decoder.load_state_dict(_part(state, "decoder."))
+    # Phi may hold fewer weights than the checkpoint: featinv 0.1.0 kept a whole torchvision
+    # AlexNet, while a network is now cut after its tapped layer. Every weight Phi has must
+    # be there; extra ones (of layers after the tap) are not used.
+    missing, _ = representation.load_state_dict(_part(state, "representation."), strict=False)
+    if missing:
+        raise NotAFeatinvCheckpointError(
+            f"the checkpoint lacks {len(missing)} weight(s) of its representation, e.g. "
+            f"{missing[0]!r}: it was written for other networks"
         )
     return representation, decoder, hp
+
+
+def _part(state: dict[str, Any], prefix: str) -> dict[str, Any]:
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}

@@ -99,6 +99,44 @@ def test_layer_curve_for_several_alexnet_layers(tmp_path, photo_folder):
     assert layers == {"conv1", "conv5"}
 
 
+def test_layer_curve_for_any_network_in_its_own_layer_order(tmp_path, photo_folder, monkeypatch):
+    drawn = {}
+
+    def capture(path, points, layers, network):
+        drawn.update(path=path, points=sorted(points), layers=tuple(layers), network=network)
+
+    monkeypatch.setattr("featinv.evaluation.reports.save_layer_plot", capture)
+    paths = []
+    for layer in ("pool2", "conv1_2"):
+        options = {"architecture": "vgg16", "layer": layer, "weights": "random"}
+        checkpoint = trained_checkpoint(
+            tmp_path / f"{layer}.ckpt",
+            representation="cnn",
+            image_size=32,
+            representation_options=options,
+            decoder_options={"width": 8, "max_width": 8, "min_width": 4},
+        )
+        paths += ["--checkpoint", str(checkpoint)]
+    main(
+        [
+            *paths,
+            "--baseline",
+            "--baseline-iterations",
+            "2",
+            "--images",
+            str(photo_folder),
+            "--num-images",
+            "2",
+            "--out",
+            str(tmp_path / "e"),
+        ]
+    )
+    assert drawn["network"] == "vgg16" and drawn["path"].name == "layers.png"
+    assert drawn["layers"][:3] == ("conv1_1", "relu1_1", "conv1_2")
+    kinds = {(layer, kind) for layer, _, kind in drawn["points"]}
+    assert kinds == {(y, k) for y in ("conv1_2", "pool2") for k in ("learned", "optimization")}
+
+
 def test_different_image_sizes_are_evaluated_each_at_its_own(
     tmp_path, hog_checkpoint, photo_folder
 ):

@@ -75,19 +75,21 @@ def test_fc_decoder_is_table_one():
 
 def test_torchvision_layout_round_trip(tmp_path):
     torch.manual_seed(0)
-    source = AlexNet("fc7", "torchvision", weights="random")
+    source = AlexNet("fc8", "torchvision", weights="random")
     state = source.net.state_dict()
     assert sorted(state) == sorted(TORCHVISION_KEYS)
     path = tmp_path / "alexnet-owt-7be5be79.pth"
     torch.save(state, path)
-    loaded = AlexNet("fc7", "torchvision", weights=str(path))
+    loaded = AlexNet("fc8", "torchvision", weights=str(path))
     images = torch.rand(2, 3, 224, 224)
-    source.eval()
-    loaded.eval()
     assert torch.equal(loaded(images), source(images))
-    # a full-network file also serves a shallower tap
-    shallow = AlexNet("conv2", "torchvision", weights=str(path))
-    assert torch.equal(shallow.net.features[3].weight, source.net.features[3].weight)
+    # a full-network file also serves a shallower tap, whose network stops there
+    shallow = AlexNet("fc7", "torchvision", weights=str(path))
+    assert "classifier.6.weight" not in shallow.net.state_dict()
+    flat = source.net[:-1](source.preprocess(images))  # features, avgpool, flatten
+    assert torch.equal(shallow(images), source.net.classifier[:-1](flat))  # up to relu7
+    conv2 = AlexNet("conv2", "torchvision", weights=str(path))
+    assert torch.equal(conv2.net.features[3].weight, source.net.features[3].weight)
 
 
 def test_hub_cache_is_searched(tmp_path, monkeypatch):

@@ -48,7 +48,9 @@ def test_registration_takes_the_name_from_the_class_and_refuses_duplicates():
 
 
 def test_unknown_name_lists_the_valid_ones():
-    with pytest.raises(ValueError, match="unknown representation 'hgo'; valid names: alexnet, hog"):
+    with pytest.raises(
+        ValueError, match="unknown representation 'hgo'; valid names: alexnet, cnn, hog"
+    ):
         representation_class("hgo")
 
 

@@ -77,8 +77,8 @@ def _layer_plots(methods: Sequence[Method], out: Path) -> None:
     """layers.png for a network evaluated at more than one of its layers."""
     by_network: dict[str, list[Method]] = {}
     for m in methods:
-        if type(m.representation).layers:
-            by_network.setdefault(m.representation.name, []).append(m)
+        if m.representation.layer_names:
+            by_network.setdefault(m.representation.network_name, []).append(m)
     for name, members in by_network.items():
         if len({m.results["layer"] for m in members}) < 2:
             continue
@@ -90,6 +90,5 @@ def _layer_plots(methods: Sequence[Method], out: Path) -> None:
             )
             for m in members
         ]
-        network = type(members[0].representation)
         filename = "layers.png" if len(by_network) == 1 else f"layers_{name}.png"
-        save_layer_plot(out / filename, points, network.layers, network.__name__)
+        save_layer_plot(out / filename, points, members[0].representation.layer_names, name)

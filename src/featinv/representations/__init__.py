@@ -9,11 +9,13 @@ from featinv.representations.base import (
     representation_class,
     rgb_to_grey,
 )
+from featinv.representations.cnn import CNN
 from featinv.representations.hog import HOG, hog_features
 from featinv.representations.lbp import LBP, lbp_features
 from featinv.representations.sift import SparseSIFT
 
 __all__ = [
+    "CNN",
     "HOG",
     "LBP",
     "AlexNet",

@@ -71,6 +71,16 @@ class Representation(nn.Module):
         return self.name
 
     @property
+    def layer_names(self) -> tuple[str, ...]:
+        """This instance's network's layers, input to output (empty: not a layered network)."""
+        return type(self).layers
+
+    @property
+    def network_name(self) -> str:
+        """The network a layer belongs to, for figures (``AlexNet``, ``vgg16``)."""
+        return type(self).__name__
+
+    @property
     def class_scores(self) -> bool:
         """Whether the features are ImageNet class scores (the top-5 analysis needs them)."""
         return False
