@@ -34,6 +34,20 @@ TRAIN = Path(__file__).resolve().parents[1] / "train.py"
             r"image_size must be at least 16 for lbp, got 8",
         ),
         (["--data.train_shards", "/nowhere/shard-{0..3}.tar"], r"matches no files"),
+        (
+            [
+                "--model.representation=cnn",
+                "--model.representation_options={architecture: vgg16, layer: conv5_4}",
+            ],
+            r"vgg16 has no layer 'conv5_4'; nearest: conv5_3",
+        ),
+        (
+            [
+                "--model.representation=cnn",
+                "--model.representation_options={architecture: 'nope.nets:build', layer: x}",
+            ],
+            r"architecture 'nope\.nets:build' does not import",
+        ),
     ],
 )
 def test_a_bad_option_ends_in_one_line_that_names_it(args, message, tmp_path, monkeypatch):

@@ -67,6 +67,7 @@ def build_methods(
     image_size: int | None = None,
     layer: str | None = None,
     weights: str | None = None,
+    architecture: str | None = None,
     baseline_iterations: int = 300,
     seed: int = 0,
 ) -> tuple[list[Method], list[str]]:
@@ -77,7 +78,10 @@ def build_methods(
     if baseline:
         targets = [(m.representation, m.image_size) for m in methods]
         for name in representations:
-            phi = representation_for_baseline(name, device, layer, weights)
+            try:
+                phi = representation_for_baseline(name, device, layer, weights, architecture)
+            except ValueError as error:  # an unknown name, layer or network
+                raise EvaluationError(f"--representation {name}: {error}") from None
             targets.append((phi, image_size or phi.default_image_size))
         if not targets:
             raise EvaluationError("--baseline needs a --checkpoint or a --representation to invert")
@@ -108,6 +112,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--representation", action="append", help="baseline on this representation")
     parser.add_argument("--layer", help="layer of a network given to --representation")
+    parser.add_argument(
+        "--architecture", help="network of --representation cnn (vgg16, vggm, package.module:fn)"
+    )
     parser.add_argument(
         "--weights",
         "--alexnet-weights",
@@ -181,6 +188,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             image_size=args.image_size,
             layer=args.layer,
             weights=args.weights,
+            architecture=args.architecture,
             baseline_iterations=args.baseline_iterations,
             seed=args.seed,
         )

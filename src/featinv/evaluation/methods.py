@@ -67,16 +67,22 @@ def learned_method(path: str | Path, device: torch.device, image_size: int | Non
 
 
 def representation_for_baseline(
-    name: str, device: torch.device, layer: str | None = None, weights: str | None = None
+    name: str,
+    device: torch.device,
+    layer: str | None = None,
+    weights: str | None = None,
+    architecture: str | None = None,
 ) -> Representation:
-    """Build a representation to invert by optimization; ``weights`` and ``layer`` go to the
-    representations that take them (a representation that loads weights, a layered one)."""
+    """Build a representation to invert by optimization; ``weights``, ``layer`` and
+    ``architecture`` go to the representations that take them (a network)."""
     cls = representation_class(name)
     options: dict[str, Any] = {}
     if cls.loads_weights:
         options["weights"] = weights
     if layer is not None:
         options["layer"] = layer
+    if architecture is not None:
+        options["architecture"] = architecture
     return build_representation(name, **options).to(device)
 
 
