@@ -48,6 +48,15 @@ def test_checkpoint_of_featinv_0_1_0_gives_the_same_reconstructions():
     )
 
 
+def test_alexnet_checkpoint_of_featinv_0_1_0_gives_the_same_reconstructions():
+    """AlexNet now runs on the generic CNN code; its earlier checkpoints load unchanged
+    (written by featinv 0.1.0: CaffeNet conv1, random weights, a tiny decoder)."""
+    expected = torch.load(FIXTURES / "alexnet-caffenet-conv1-v0.1.0-outputs.pt", weights_only=True)
+    images = torch.rand(1, 3, 227, 227, generator=torch.Generator().manual_seed(0))
+    inverter = Inverter.from_checkpoint(FIXTURES / "alexnet-caffenet-conv1-v0.1.0.ckpt")
+    assert torch.allclose(inverter.reconstruct(images), expected["reconstructions"], atol=1e-6)
+
+
 def test_run_of_featinv_0_1_0_resumes(tmp_path, monkeypatch):
     """``--ckpt_path`` on a checkpoint the earlier version wrote continues that run."""
     monkeypatch.chdir(tmp_path)
