@@ -77,8 +77,8 @@ def save_layer_plot(
     """Normalized error against a network's layer, one line per kind (Dosovitskiy & Brox,
     Fig. 7).
 
-    ``points`` are ``(layer, error, kind)`` with kind "learned", "autoencoder" or
-    "optimization".
+    ``points`` are ``(layer, error, kind)`` with kind "learned", "autoencoder",
+    "optimization" or "hybrid".
     """
     import matplotlib
 
@@ -86,7 +86,8 @@ def save_layer_plot(
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(6, 4))
-    for kind, style in (("learned", "o-"), ("autoencoder", "s--"), ("optimization", "^:")):
+    styles = (("learned", "o-"), ("autoencoder", "s--"), ("optimization", "^:"), ("hybrid", "d-."))
+    for kind, style in styles:
         series = sorted((layers.index(layer), error) for layer, error, k in points if k == kind)
         if series:
             axes.plot([x for x, _ in series], [y for _, y in series], style, label=kind)

@@ -71,3 +71,31 @@ class Inverter(nn.Module):
     def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
         """Reconstructions of images: features and decoding in one pass."""
         return self.decode(self.features(images))
+
+    def refine(self, images_or_features: torch.Tensor, iterations: int = 50) -> torch.Tensor:
+        """Hybrid inversion: decode, then refine by Algorithm 1 towards the same features.
+
+        Takes images (``(B, 3, S, S)``, S the training size) or features of Phi's shape;
+        returns ``(B, 3, S, S)`` reconstructions in [0, 1]-range pixels (not clamped).
+        Feature error comes close to the optimization's at a fraction of its iterations
+        (``featinv.baseline.hybrid``).
+
+        Raises:
+            ValueError: for a representation without gradients (LBP, SIFT).
+        """
+        from featinv.baseline.hybrid import refine
+        from featinv.evaluation.metrics import match_size
+
+        given = images_or_features.to(self.device, torch.float32)
+        size = (self.image_size, self.image_size)
+        is_features = tuple(given.shape[1:]) == tuple(self.representation.output_shape(size))
+        features = given if is_features else self.features(given)
+        start = match_size(self.decode(features).float(), size).clamp(0, 1)
+        result = refine(
+            self.representation,
+            start,
+            images=None if is_features else given,
+            features=features if is_features else None,
+            iterations=iterations,
+        )
+        return result.reconstructions

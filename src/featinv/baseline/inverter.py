@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from featinv.baseline.optimizer import AdaGradMomentum
@@ -121,6 +122,7 @@ class OptimizationInverter:
         mask: torch.Tensor | None = None,
         seed: int = 0,
         seeds: list[int] | None = None,
+        init: torch.Tensor | None = None,
         progress: bool = True,
     ) -> InversionResult:
         """Reconstruct images from their features.
@@ -132,7 +134,12 @@ class OptimizationInverter:
             mask: binary mask over feature components (Eq. 3), broadcastable to the features.
             seed: image i uses seed ``seed + i`` unless ``seeds`` are given.
             seeds: one seed per image (initial noise and jitter offsets).
+            init: ``(B, 3, H, W)`` RGB in [0, 1]: start from these images instead of noise
+                (hybrid inversion: a decoder's reconstructions refined by Algorithm 1).
             progress: show a progress bar over iterations.
+
+        Raises:
+            ValueError: features or ``init`` of the wrong shape, naming the expected one.
         """
         opts = self.options
         given = images if images is not None else features
@@ -164,12 +171,15 @@ class OptimizationInverter:
         height, width = image_size
         pad = opts.jitter - 1  # the variable is larger by T-1 so every jittered window is whole
         generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
-        x = torch.stack(
-            [torch.randn(3, height + pad, width + pad, generator=g) for g in generators]
-        ).mul_(opts.init_std)
+        mean = torch.tensor(PIXEL_MEAN, device=device).view(1, 3, 1, 1)
+        if init is None:
+            x = torch.stack(
+                [torch.randn(3, height + pad, width + pad, generator=g) for g in generators]
+            ).mul_(opts.init_std)
+        else:
+            x = _start_from(init, batch, image_size, pad, mean)
         x = project_to_ball(x.to(device), opts.bound_plus).requires_grad_(True)
         optimizer = AdaGradMomentum(x, opts.lr, opts.rho)
-        mean = torch.tensor(PIXEL_MEAN, device=device).view(1, 3, 1, 1)
         history = []
         bar = tqdm(
             range(opts.iterations), desc=f"inverting {phi.name}", disable=not progress, leave=False
@@ -206,3 +216,23 @@ class OptimizationInverter:
     def describe(self) -> dict[str, Any]:
         """The options in force, as plain values (for reports)."""
         return dataclasses.asdict(self.options)
+
+
+def _start_from(
+    init: torch.Tensor,
+    batch: int,
+    image_size: tuple[int, int],
+    pad: int,
+    mean: torch.Tensor,
+) -> torch.Tensor:
+    """The optimization variable for a given start: images in [0, 1] -> the paper's pixel
+    convention, edge-padded by the jitter margin (placed as the final crop reads it)."""
+    expected = (batch, 3, *image_size)
+    if init.dim() != 4 or tuple(init.shape) != expected:
+        raise ValueError(
+            f"init must be images of shape {expected} (RGB in [0, 1], one per target), "
+            f"got {tuple(init.shape)}"
+        )
+    x = init.detach().to(mean.device, torch.float32).clamp(0, 1) * 255.0 - mean
+    top, left = pad // 2, pad // 2
+    return F.pad(x, (left, pad - left, top, pad - top), mode="replicate") if pad else x

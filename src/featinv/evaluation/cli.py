@@ -23,6 +23,7 @@ from featinv.evaluation.experiments import EXPERIMENTS, ExperimentError, run_exp
 from featinv.evaluation.methods import (
     Method,
     baseline_methods,
+    hybrid_method,
     learned_method,
     representation_for_baseline,
     score_methods,
@@ -70,11 +71,21 @@ def build_methods(
     architecture: str | None = None,
     baseline_iterations: int = 300,
     seed: int = 0,
+    hybrid_iterations: int | None = None,
 ) -> tuple[list[Method], list[str]]:
     """Decoders from ``checkpoints``; with ``baseline``, the optimization baseline on their
-    representations and on each name in ``representations``."""
+    representations and on each name in ``representations``; with ``hybrid_iterations``,
+    each checkpoint's reconstructions refined by that many Algorithm 1 iterations."""
     methods = [learned_method(path, device, image_size) for path in checkpoints]
     notes: list[str] = []
+    if hybrid_iterations is not None:
+        if not checkpoints:
+            raise EvaluationError("--hybrid refines a decoder's output: give --checkpoint PATH")
+        for path in checkpoints:
+            try:
+                methods.append(hybrid_method(path, device, hybrid_iterations, seed))
+            except ValueError as error:  # a representation without gradients
+                raise EvaluationError(f"--hybrid: {error}") from None
     if baseline:
         targets = [(m.representation, m.image_size) for m in methods]
         for name in representations:
@@ -122,6 +133,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="weights file of a network given to --representation",
     )
     parser.add_argument("--baseline-iterations", type=positive, default=300, help="Algorithm 1's T")
+    parser.add_argument(
+        "--hybrid",
+        action="store_true",
+        help="also refine each checkpoint's reconstructions by Algorithm 1 (kind 'hybrid')",
+    )
+    parser.add_argument(
+        "--hybrid-iterations", type=positive, default=50, help="iterations of the refinement"
+    )
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--images", help="a folder of photos")
     source.add_argument("--shards", help="a shard pattern (default: the bundled validation photos)")
@@ -191,6 +210,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             architecture=args.architecture,
             baseline_iterations=args.baseline_iterations,
             seed=args.seed,
+            hybrid_iterations=args.hybrid_iterations if args.hybrid else None,
         )
         photos = load_photos(args.images, args.shards, args.num_images)
         groups = score_methods(methods, photos.arrays, args.batch_size, device)

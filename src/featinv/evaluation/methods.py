@@ -1,4 +1,5 @@
-"""The things ``evaluate.py`` compares: trained decoders and the optimization baseline.
+"""The things ``evaluate.py`` compares: trained decoders, the optimization baseline, and
+hybrid inversion (a decoder's reconstruction refined by the optimization).
 
 Every method sees the same images, the same crops and the same normalizer N (per image size),
 and is scored with the normalized reconstruction error (reconstructions upsampled bilinearly
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from featinv.baseline import OptimizationInverter
+from featinv.baseline import OptimizationInverter, hybrid_inverter
 from featinv.data.transforms import EvalTransform
 from featinv.evaluation.metrics import (
     feature_error,
@@ -42,7 +43,7 @@ class Method:
     """
 
     name: str
-    kind: Literal["learned", "optimization"]
+    kind: Literal["learned", "optimization", "hybrid"]
     representation: Representation
     image_size: int
     invert: Callable[[torch.Tensor], torch.Tensor]
@@ -63,6 +64,33 @@ def learned_method(path: str | Path, device: torch.device, image_size: int | Non
         invert=inverter.reconstruct,
         autoencoder=bool(inverter.hparams.get("train_encoder")),
         options={"checkpoint": str(path)},
+    )
+
+
+def hybrid_method(
+    checkpoint: str | Path, device: torch.device, iterations: int, seed: int
+) -> Method:
+    """A checkpoint's reconstruction refined by Algorithm 1 (``featinv.baseline.hybrid``).
+
+    Raises:
+        ValueError: for a representation without gradients, naming the reason.
+    """
+    inverter = Inverter.from_checkpoint(checkpoint, device=device)
+    refiner = hybrid_inverter(inverter.representation, iterations)
+
+    def invert(images: torch.Tensor) -> torch.Tensor:
+        start = match_size(inverter.reconstruct(images).float(), tuple(images.shape[-2:]))
+        return refiner.invert(
+            images, init=start.clamp(0, 1), seed=seed, progress=False
+        ).reconstructions
+
+    return Method(
+        name=f"hybrid/{Path(checkpoint).parent.name}/{Path(checkpoint).stem}",
+        kind="hybrid",
+        representation=inverter.representation,
+        image_size=inverter.image_size,
+        invert=invert,
+        options={"checkpoint": str(checkpoint), **refiner.describe()},
     )
 
 
