@@ -49,7 +49,7 @@ def test_registration_takes_the_name_from_the_class_and_refuses_duplicates():
 
 def test_unknown_name_lists_the_valid_ones():
     with pytest.raises(
-        ValueError, match="unknown representation 'hgo'; valid names: alexnet, cnn, hog"
+        ValueError, match="unknown representation 'hgo'; valid names: alexnet, cnn, dsift, hog"
     ):
         representation_class("hgo")
 

@@ -10,12 +10,14 @@ from featinv.representations.base import (
     rgb_to_grey,
 )
 from featinv.representations.cnn import CNN
+from featinv.representations.dsift import DSIFT, dsift_features
 from featinv.representations.hog import HOG, hog_features
 from featinv.representations.lbp import LBP, lbp_features
 from featinv.representations.sift import SparseSIFT
 
 __all__ = [
     "CNN",
+    "DSIFT",
     "HOG",
     "LBP",
     "AlexNet",
@@ -23,6 +25,7 @@ __all__ = [
     "SparseSIFT",
     "available_representations",
     "build_representation",
+    "dsift_features",
     "hog_features",
     "lbp_features",
     "register",

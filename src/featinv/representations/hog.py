@@ -240,6 +240,9 @@ class HOG(Representation):
         bilinear_orientations: VLFeat's bilinear orientation assignment ("HOGb").
         grayscale: convert RGB to grey first, as the paper does; if false, VLFeat's colour
             mode takes, per pixel, the channel of largest gradient.
+        texture: keep UoCTTI's 4 texture channels (31 channels). ``False`` gives Mahendran &
+            Vedaldi's HOG (IJCV 2016, Sect. 4.1, footnote 2: "the latter are ignored"): the 18
+            directed and 9 undirected channels, 27 in all.
     """
 
     name = "hog"
@@ -252,16 +255,18 @@ class HOG(Representation):
         num_orientations: int = 9,
         bilinear_orientations: bool = False,
         grayscale: bool = True,
+        texture: bool = True,
     ) -> None:
         super().__init__()
         self.cell_size = cell_size
         self.num_orientations = num_orientations
         self.bilinear_orientations = bilinear_orientations
         self.grayscale = grayscale
+        self.texture = texture
 
     @property
     def num_channels(self) -> int:
-        return 3 * self.num_orientations + 4
+        return 3 * self.num_orientations + (4 if self.texture else 0)
 
     def output_shape(self, image_size: int | tuple[int, int]) -> tuple[int, int, int]:
         height, width = as_pair(image_size)
@@ -273,6 +278,7 @@ class HOG(Representation):
             "num_orientations": self.num_orientations,
             "bilinear_orientations": self.bilinear_orientations,
             "grayscale": self.grayscale,
+            "texture": self.texture,
         }
 
     def baseline_defaults(self) -> dict[str, Any]:
@@ -283,9 +289,10 @@ class HOG(Representation):
         check_images(images, self.min_image_size, "HOG")
         if self.grayscale:
             images = rgb_to_grey(images)
-        return hog_features(
+        features = hog_features(
             images, self.cell_size, self.num_orientations, self.bilinear_orientations
         )
+        return features if self.texture else features[:, : self.num_channels]
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.config().items())
