@@ -26,6 +26,7 @@ MODEL_RUNS = [
     ("hog.yaml", ()),
     ("lbp.yaml", ()),
     ("sift.yaml", ()),
+    ("dsift.yaml", ()),
     ("alexnet.yaml", ("--model.representation_options.layer=conv2",)),
     ("alexnet.yaml", ("--model.representation_options.layer=fc7",)),
     ("vgg16.yaml", ("--model.representation_options.layer=conv2_2",)),

@@ -13,7 +13,15 @@ from featinv.decoders import build_decoder
 from featinv.representations import AlexNet
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-REPRESENTATIONS = ["hog.yaml", "lbp.yaml", "sift.yaml", "alexnet.yaml", "vgg16.yaml", "vggm.yaml"]
+REPRESENTATIONS = [
+    "hog.yaml",
+    "lbp.yaml",
+    "sift.yaml",
+    "dsift.yaml",
+    "alexnet.yaml",
+    "vgg16.yaml",
+    "vggm.yaml",
+]
 
 
 def _assert_contains(printed: object, expected: object, where: str = "") -> None:
