@@ -48,3 +48,21 @@ def add_member(shard: Path, name: str, data: bytes) -> None:
         info = tarfile.TarInfo(name)
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
+
+
+class _CreatesAFile:
+    """Unpickling this runs ``open(path, "w")``: what a malicious checkpoint would do."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        import builtins
+
+        return (builtins.open, (self.path, "w"))
+
+
+def malicious_checkpoint(path: Path, marker: Path) -> Path:
+    """A file that looks like a featinv checkpoint but whose pickle would create ``marker``."""
+    torch.save({"featinv": {"format": 1}, "state_dict": {}, "payload": _CreatesAFile(marker)}, path)
+    return path

@@ -7,7 +7,12 @@ representation (``featinv.representations.available_representations()``).
 """
 
 from featinv import representations
-from featinv.checkpoint import NotAFeatinvCheckpointError, load_checkpoint, save_checkpoint
+from featinv.checkpoint import (
+    NotAFeatinvCheckpointError,
+    UntrustedCheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+)
 from featinv.inverter import Inverter
 
 __version__ = "0.1.0"
@@ -15,6 +20,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Inverter",
     "NotAFeatinvCheckpointError",
+    "UntrustedCheckpointError",
     "__version__",
     "load_checkpoint",
     "representations",

@@ -8,6 +8,8 @@ constant baseline of the validation report). Everything that knows this layout i
 
 from __future__ import annotations
 
+import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,18 @@ NETWORK_KEYS = ("representation", "representation_options", "image_size", "decod
 
 class NotAFeatinvCheckpointError(ValueError):
     """The file is not a checkpoint written by featinv's trainer."""
+
+
+class UntrustedCheckpointError(NotAFeatinvCheckpointError):
+    """Loading the file would execute code named in its pickle; refused unless trusted."""
+
+
+#: What the refusal tells a user who trusts the file.
+TRUST_HINT = (
+    "featinv checkpoints hold only tensors and plain values, so this one was written by "
+    "something else or altered. If you trust its origin, pass trust_checkpoint=True "
+    "(--trust-checkpoint on the command line)"
+)
 
 
 def featinv_entry(
@@ -59,20 +73,36 @@ def save_checkpoint(path: str | Path, module: nn.Module) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a featinv checkpoint, with a clear error for anything else.
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu", trust: bool = False
+) -> dict[str, Any]:
+    """Read a featinv checkpoint without executing anything, with a clear error otherwise.
+
+    featinv checkpoints hold only tensors and plain values, so they load with
+    ``weights_only=True``: a pickle that names any other callable is refused before it runs.
+
+    Args:
+        trust: load with full unpickling (runs whatever code the file names): only for a
+            file whose origin you trust.
 
     Raises:
         FileNotFoundError: the file does not exist.
+        UntrustedCheckpointError: loading it would execute code (and ``trust`` is false).
         NotAFeatinvCheckpointError: the file is not a (readable) featinv checkpoint.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
-        # Lightning checkpoints hold plain hyper-parameters next to the tensors; they are not
-        # loadable with weights_only=True. Only load checkpoints you trust.
-        checkpoint = torch.load(path, map_location=map_location, weights_only=False)
+        checkpoint = torch.load(path, map_location=map_location, weights_only=not trust)
+    except pickle.UnpicklingError as error:
+        if trust:
+            raise NotAFeatinvCheckpointError(f"{path} is not readable ({error})") from None
+        found = re.search(r"GLOBAL (\S+)", str(error))
+        what = f"`{found.group(1)}`" if found else "a Python callable"
+        raise UntrustedCheckpointError(
+            f"refused {path}: loading it would execute {what}, which its pickle names. {TRUST_HINT}"
+        ) from None
     except Exception as error:  # torch raises many kinds for a non-checkpoint file
         raise NotAFeatinvCheckpointError(
             f"{path} is not a readable PyTorch checkpoint ({type(error).__name__}: {error})"

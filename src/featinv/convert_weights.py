@@ -245,3 +245,9 @@ def main(argv: list[str] | None = None) -> Path:
         f"'{{architecture: {architecture}, layer: LAYER, weights: {target}}}'"
     )
     return target
+
+
+def console_main() -> None:
+    """The console script: ``main`` on ``sys.argv``, exit status 0 on success (a console
+    script's return value would become the exit status)."""
+    main()

@@ -44,12 +44,42 @@ class Inverter(nn.Module):
         self.eval()
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> Inverter:
-        """Rebuild representation and decoder from a checkpoint alone and load their weights."""
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        device: str | torch.device = "cpu",
+        trust_checkpoint: bool = False,
+    ) -> Inverter:
+        """Rebuild representation and decoder from a checkpoint alone and load their weights.
+
+        The file is read without executing anything (``weights_only``); a checkpoint that
+        needs more is refused unless ``trust_checkpoint`` (only for files you trust).
+        """
         representation, decoder, hp = networks_from_checkpoint(
-            load_checkpoint(path, map_location="cpu")
+            load_checkpoint(path, map_location="cpu", trust=trust_checkpoint)
         )
         return cls(representation, decoder, hp["image_size"], hp).to(device)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        device: str | torch.device = "cpu",
+        trust_checkpoint: bool = False,
+        representation_weights: str | None = None,
+    ) -> Inverter:
+        """A decoder from a checkpoint (``.ckpt``) or an exported file (``.safetensors``).
+
+        Args:
+            representation_weights: for an exported file without its representation's
+                weights (a third party's network, e.g. AlexNet): the weights file to use.
+        """
+        if Path(path).suffix == ".safetensors":
+            from featinv.export import networks_from_export
+
+            representation, decoder, hp = networks_from_export(path, representation_weights)
+            return cls(representation, decoder, int(hp["image_size"]), hp).to(device)
+        return cls.from_checkpoint(path, device, trust_checkpoint)
 
     @property
     def device(self) -> torch.device:

@@ -72,18 +72,21 @@ def build_methods(
     baseline_iterations: int = 300,
     seed: int = 0,
     hybrid_iterations: int | None = None,
+    trust_checkpoint: bool = False,
 ) -> tuple[list[Method], list[str]]:
     """Decoders from ``checkpoints``; with ``baseline``, the optimization baseline on their
     representations and on each name in ``representations``; with ``hybrid_iterations``,
     each checkpoint's reconstructions refined by that many Algorithm 1 iterations."""
-    methods = [learned_method(path, device, image_size) for path in checkpoints]
+    methods = [learned_method(path, device, image_size, trust_checkpoint) for path in checkpoints]
     notes: list[str] = []
     if hybrid_iterations is not None:
         if not checkpoints:
             raise EvaluationError("--hybrid refines a decoder's output: give --checkpoint PATH")
         for path in checkpoints:
             try:
-                methods.append(hybrid_method(path, device, hybrid_iterations, seed))
+                methods.append(
+                    hybrid_method(path, device, hybrid_iterations, seed, trust_checkpoint)
+                )
             except ValueError as error:  # a representation without gradients
                 raise EvaluationError(f"--hybrid: {error}") from None
     if baseline:
@@ -141,6 +144,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--hybrid-iterations", type=positive, default=50, help="iterations of the refinement"
     )
+    parser.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="load checkpoints that need full unpickling (runs code they name: trusted files only)",
+    )
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--images", help="a folder of photos")
     source.add_argument("--shards", help="a shard pattern (default: the bundled validation photos)")
@@ -169,7 +177,7 @@ def run_analysis(args: argparse.Namespace, device: torch.device) -> dict[str, An
     """``--experiment NAME``: one of the paper's analyses on one checkpoint."""
     if not args.checkpoint or len(args.checkpoint) != 1:
         raise EvaluationError(f"--experiment {args.experiment} needs exactly one --checkpoint")
-    inverter = Inverter.from_checkpoint(args.checkpoint[0], device=device)
+    inverter = Inverter.load(args.checkpoint[0], device, args.trust_checkpoint)
     photos = load_photos(args.images, args.shards, args.num_images)
     transform = EvalTransform(args.image_size or inverter.image_size)
     images = torch.stack([transform(a) for a in photos.arrays])
@@ -211,6 +219,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             baseline_iterations=args.baseline_iterations,
             seed=args.seed,
             hybrid_iterations=args.hybrid_iterations if args.hybrid else None,
+            trust_checkpoint=args.trust_checkpoint,
         )
         photos = load_photos(args.images, args.shards, args.num_images)
         groups = score_methods(methods, photos.arrays, args.batch_size, device)
@@ -222,3 +231,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print((Path(args.out) / "report.md").read_text())
     print(f"wrote {args.out}/report.json, report.md, grid.png")
     return report
+
+
+def console_main() -> None:
+    """The console script: ``main`` on ``sys.argv``, exit status 0 on success (a console
+    script's return value would become the exit status)."""
+    main()

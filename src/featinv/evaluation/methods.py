@@ -53,9 +53,15 @@ class Method:
     reconstructions: torch.Tensor | None = None
 
 
-def learned_method(path: str | Path, device: torch.device, image_size: int | None = None) -> Method:
-    """A trained decoder from its checkpoint, evaluated at its own crop size by default."""
-    inverter = Inverter.from_checkpoint(path, device=device)
+def learned_method(
+    path: str | Path,
+    device: torch.device,
+    image_size: int | None = None,
+    trust_checkpoint: bool = False,
+) -> Method:
+    """A trained decoder from its checkpoint (or exported file), evaluated at its own crop
+    size by default; the file is read without executing anything unless trusted."""
+    inverter = Inverter.load(path, device=device, trust_checkpoint=trust_checkpoint)
     return Method(
         name=f"{Path(path).parent.name}/{Path(path).stem}",
         kind="learned",
@@ -68,14 +74,18 @@ def learned_method(path: str | Path, device: torch.device, image_size: int | Non
 
 
 def hybrid_method(
-    checkpoint: str | Path, device: torch.device, iterations: int, seed: int
+    checkpoint: str | Path,
+    device: torch.device,
+    iterations: int,
+    seed: int,
+    trust_checkpoint: bool = False,
 ) -> Method:
     """A checkpoint's reconstruction refined by Algorithm 1 (``featinv.baseline.hybrid``).
 
     Raises:
         ValueError: for a representation without gradients, naming the reason.
     """
-    inverter = Inverter.from_checkpoint(checkpoint, device=device)
+    inverter = Inverter.load(checkpoint, device=device, trust_checkpoint=trust_checkpoint)
     refiner = hybrid_inverter(inverter.representation, iterations)
 
     def invert(images: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,230 @@
+"""Decoders as files people share: ``featinv-export CHECKPOINT OUT`` -> ``OUT.safetensors``.
+
+A ``.safetensors`` file holds tensors and a string-to-string metadata map, nothing that runs
+when read. featinv writes the decoder's weights (``decoder.*``), the representation's own
+small state (``representation.*``: e.g. a network's input normalization), and, when they were
+trained (autoencoder) or on request (``--include-representation``), the representation's
+weights; the configuration goes into the metadata as JSON under ``"featinv"``:
+
+    {"format": 1, "featinv_version": ..., "representation": "hog",
+     "representation_options": {...}, "image_size": 64, "decoder_options": {...},
+     "train_encoder": false, "representation_weights": "embedded" | "supplied by the user",
+     "training": {"train_shards": ..., "synthetic_fraction": ..., "images_seen": ...},
+     "validation_error": 0.512}
+
+Third-party network weights (AlexNet, VGG) are not copied silently: a file without them says,
+when loaded, which weights to supply.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from featinv.checkpoint import (
+    CHECKPOINT_FORMAT,
+    NotAFeatinvCheckpointError,
+    load_checkpoint,
+    networks_from_checkpoint,
+)
+from featinv.networks import build_networks
+from featinv.reliability import atomic_write
+
+#: Metadata key of the configuration.
+METADATA_KEY = "featinv"
+#: Configuration keys a file must have.
+REQUIRED = ("format", "representation", "representation_options", "image_size", "decoder_options")
+
+
+def _network_weights(representation: nn.Module) -> set[str]:
+    """Keys of Phi's state that are a network's weights (parameters), not its small state."""
+    return {name for name, _ in representation.named_parameters()}
+
+
+def _training_facts(checkpoint: dict[str, Any]) -> tuple[dict[str, Any], float | None]:
+    """What a checkpoint knows of its training data and its best validation error."""
+    data = checkpoint.get("datamodule_hyper_parameters") or {}
+    facts = {k: data[k] for k in ("train_shards", "synthetic_fraction", "image_size") if k in data}
+    count = checkpoint.get("featinv", {}).get("train_image_count")
+    if count:
+        facts["images_seen"] = int(count)
+    error = None
+    for name, state in (checkpoint.get("callbacks") or {}).items():
+        score = state.get("best_model_score") if isinstance(state, dict) else None
+        if "val/normalized_error" in str(name) and score is not None:
+            error = float(score)
+    return facts, error
+
+
+def export_decoder(
+    checkpoint_path: str | Path,
+    out: str | Path,
+    include_representation: bool = False,
+    trust_checkpoint: bool = False,
+) -> Path:
+    """Write the checkpoint's networks and configuration as ``OUT.safetensors``."""
+    from safetensors.torch import save
+
+    from featinv import __version__
+
+    checkpoint = load_checkpoint(checkpoint_path, trust=trust_checkpoint)
+    representation, decoder, hp = networks_from_checkpoint(checkpoint)
+    weights = _network_weights(representation)
+    embed = include_representation or bool(hp.get("train_encoder")) or not weights
+    tensors = {f"decoder.{k}": v for k, v in decoder.state_dict().items()}
+    for key, value in representation.state_dict().items():
+        if embed or key not in weights:
+            tensors[f"representation.{key}"] = value
+    training, validation_error = _training_facts(checkpoint)
+    config = {
+        "format": CHECKPOINT_FORMAT,
+        "featinv_version": __version__,
+        "representation": hp["representation"],
+        "representation_options": hp.get("representation_options") or {},
+        "image_size": hp["image_size"],
+        "decoder_options": hp.get("decoder_options") or {},
+        "train_encoder": bool(hp.get("train_encoder")),
+        "representation_weights": "embedded"
+        if embed and weights
+        else ("supplied by the user" if weights else "none"),
+        "training": training,
+        "validation_error": validation_error,
+    }
+    out = Path(out)
+    out = out if out.suffix == ".safetensors" else out.with_name(out.name + ".safetensors")
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
+    data = save(tensors, metadata={METADATA_KEY: json.dumps(config)})
+    with atomic_write(out) as stream:
+        stream.write(data)
+    return out
+
+
+def read_exported(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The configuration and tensors of an exported file, with a clear error for anything else.
+
+    Raises:
+        NotAFeatinvCheckpointError: not a safetensors file, or without a valid configuration.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"decoder file {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as error:
+        raise NotAFeatinvCheckpointError(
+            f"{path} is not a readable safetensors file ({error})"
+        ) from None
+    if METADATA_KEY not in metadata:
+        raise NotAFeatinvCheckpointError(
+            f"{path} has no featinv configuration in its metadata (keys: "
+            f"{sorted(metadata) or 'none'}): it was not written by featinv-export"
+        )
+    try:
+        config = json.loads(metadata[METADATA_KEY])
+        missing = [key for key in REQUIRED if key not in config]
+    except (json.JSONDecodeError, TypeError) as error:
+        raise NotAFeatinvCheckpointError(
+            f"{path}: its featinv metadata is not JSON ({error})"
+        ) from None
+    if missing:
+        raise NotAFeatinvCheckpointError(f"{path}: its featinv metadata lacks {', '.join(missing)}")
+    if config["format"] != CHECKPOINT_FORMAT:
+        raise NotAFeatinvCheckpointError(
+            f"{path} has featinv format {config['format']}, this featinv reads {CHECKPOINT_FORMAT}"
+        )
+    return config, tensors
+
+
+def networks_from_export(
+    path: str | Path, representation_weights: str | None = None
+) -> tuple[nn.Module, nn.Module, dict[str, Any]]:
+    """Rebuild Phi and the decoder from an exported file (see ``Inverter.load``)."""
+    config, tensors = read_exported(path)
+    options = dict(config["representation_options"])
+    embedded = config.get("representation_weights") == "embedded"
+    needs_file = config.get("representation_weights") == "supplied by the user"
+    if needs_file:
+        if representation_weights is None:
+            raise NotAFeatinvCheckpointError(
+                f"{path} does not carry the weights of its representation "
+                f"({config['representation']}, {options}): they are a third party's and are "
+                "not copied into decoder files. "
+                "Pass the file it was trained with (representation_weights=PATH, or "
+                "--representation-weights PATH), or export with --include-representation"
+            )
+        options["weights"] = str(representation_weights)
+    try:
+        representation, decoder = build_networks(
+            config["representation"],
+            options,
+            int(config["image_size"]),
+            config["decoder_options"],
+            load_weights=needs_file,
+        )
+    except (TypeError, ValueError) as error:
+        raise NotAFeatinvCheckpointError(
+            f"{path}: its configuration does not build ({error})"
+        ) from None
+    decoder.load_state_dict(_part(tensors, "decoder."))
+    missing, unexpected = representation.load_state_dict(
+        _part(tensors, "representation."), strict=False
+    )
+    if unexpected or (embedded and missing):
+        raise NotAFeatinvCheckpointError(
+            f"{path}: representation weights do not fit ({(unexpected or missing)[0]!r})"
+        )
+    hp = {**config, "representation_options": options}
+    return representation, decoder, hp
+
+
+def _part(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """Entry point of ``featinv-export``."""
+    parser = argparse.ArgumentParser(
+        prog="featinv-export",
+        description="Write a trained decoder as a .safetensors file to share (no code runs "
+        "when it is read).",
+    )
+    parser.add_argument("checkpoint", help="a featinv checkpoint (best.ckpt)")
+    parser.add_argument("out", help="output path; .safetensors is added if missing")
+    parser.add_argument(
+        "--include-representation",
+        action="store_true",
+        help="also embed the representation's network weights (AlexNet, VGG: a third party's)",
+    )
+    parser.add_argument(
+        "--trust-checkpoint", action="store_true", help="load a checkpoint that needs unpickling"
+    )
+    args = parser.parse_args(argv)
+    try:
+        out = export_decoder(
+            args.checkpoint, args.out, args.include_representation, args.trust_checkpoint
+        )
+    except (FileNotFoundError, NotAFeatinvCheckpointError) as error:
+        sys.exit(f"featinv-export: error: {error}")
+    config, _ = read_exported(out)
+    size = out.stat().st_size / 2**20
+    print(
+        f"wrote {out} ({size:.2f} MiB): {config['representation']} decoder at "
+        f"{config['image_size']} px, representation weights: {config['representation_weights']}"
+    )
+    return out
+
+
+def console_main() -> None:
+    """The console script: ``main`` on ``sys.argv``, exit status 0 on success (a console
+    script's return value would become the exit status)."""
+    main()
