@@ -44,9 +44,8 @@ def test_a_folder_of_photos_with_a_corrupt_one(model, tmp_path, photo_arrays):
 
 def test_features_from_a_file_are_checked_and_decoded(model, tmp_path):
     def decode(name: str, out: str) -> dict:
-        return main(
-            ["--model", str(model), "--features", str(tmp_path / name), "--out", str(tmp_path / out)]
-        )
+        features, folder = str(tmp_path / name), str(tmp_path / out)
+        return main(["--model", str(model), "--features", features, "--out", folder])
 
     inverter = Inverter.load(model)
     features = inverter.features(torch.rand(3, 3, 32, 32))
