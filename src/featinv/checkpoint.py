@@ -96,12 +96,15 @@ def load_checkpoint(
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=not trust)
     except pickle.UnpicklingError as error:
-        if trust:
-            raise NotAFeatinvCheckpointError(f"{path} is not readable ({error})") from None
         found = re.search(r"GLOBAL (\S+)", str(error))
-        what = f"`{found.group(1)}`" if found else "a Python callable"
+        if trust or found is None:  # not a pickle that names code: a broken or foreign file
+            reason = str(error).split("WeightsUnpickler error:")[-1].strip().split("\n")[0]
+            raise NotAFeatinvCheckpointError(
+                f"{path} is not a readable PyTorch checkpoint (UnpicklingError: {reason[:120]})"
+            ) from None
         raise UntrustedCheckpointError(
-            f"refused {path}: loading it would execute {what}, which its pickle names. {TRUST_HINT}"
+            f"refused {path}: loading it would execute `{found.group(1)}`, which its pickle "
+            f"names. {TRUST_HINT}"
         ) from None
     except Exception as error:  # torch raises many kinds for a non-checkpoint file
         raise NotAFeatinvCheckpointError(
