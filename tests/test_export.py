@@ -118,3 +118,18 @@ def test_broken_and_foreign_files_are_named(tmp_path):
     save_file({"w": torch.zeros(2)}, tmp_path / "partial.safetensors", metadata=metadata)
     with pytest.raises(NotAFeatinvCheckpointError, match="lacks representation_options"):
         Inverter.load(tmp_path / "partial.safetensors")
+
+
+def test_console_scripts_exit_zero_on_success(tmp_path):
+    """A console script's return value becomes the exit status: the entry points return None."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from featinv.export import console_main; "
+        f"sys.argv = ['featinv-export', {str(FIXTURES / 'hog-v0.1.0.ckpt')!r}, "
+        f"{str(tmp_path / 'hog')!r}]; sys.exit(console_main())"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "hog.safetensors").exists()

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from featinv.reliability import atomic_write
+from featinv.reliability import atomic_write, console_script
 from featinv.representations.architectures import ARCHITECTURES, PaddedMaxPool
 
 #: MatConvNet layer types without weights that have no counterpart to check.
@@ -247,7 +247,5 @@ def main(argv: list[str] | None = None) -> Path:
     return target
 
 
-def console_main() -> None:
-    """The console script: ``main`` on ``sys.argv``, exit status 0 on success (a console
-    script's return value would become the exit status)."""
-    main()
+#: the ``[project.scripts]`` entry point
+console_main = console_script(main)

@@ -34,7 +34,7 @@ from featinv.checkpoint import (
     networks_from_checkpoint,
 )
 from featinv.networks import build_networks
-from featinv.reliability import atomic_write
+from featinv.reliability import atomic_write, console_script
 
 #: Metadata key of the configuration.
 METADATA_KEY = "featinv"
@@ -224,7 +224,5 @@ def main(argv: list[str] | None = None) -> Path:
     return out
 
 
-def console_main() -> None:
-    """The console script: ``main`` on ``sys.argv``, exit status 0 on success (a console
-    script's return value would become the exit status)."""
-    main()
+#: the ``[project.scripts]`` entry point
+console_main = console_script(main)

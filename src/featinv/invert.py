@@ -28,7 +28,7 @@ from featinv.data.transforms import EvalTransform
 from featinv.evaluation.metrics import feature_error, match_size
 from featinv.figures import comparison_grid
 from featinv.inverter import Inverter
-from featinv.reliability import atomic_write
+from featinv.reliability import atomic_write, console_script
 
 
 class InvertError(Exception):
@@ -190,7 +190,5 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return summary
 
 
-def console_main() -> None:
-    """The console script: ``main`` on ``sys.argv``, exit status 0 on success (a console
-    script's return value would become the exit status)."""
-    main()
+#: the ``[project.scripts]`` entry point
+console_main = console_script(main)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -61,3 +61,14 @@ def warn_sometimes(logger: logging.Logger, count: int, message: str, *args: Any)
     """
     if count in (1, 10, 100, 1000) or (count > 0 and count % 10000 == 0):
         logger.warning(message, *args)
+
+
+def console_script(main: Callable[[], object]) -> Callable[[], None]:
+    """A console-script entry point for ``main``: its return value (a report, a path) would
+    otherwise become the process's exit status."""
+
+    def run() -> None:
+        main()
+
+    run.__doc__ = f"Console script of ``{main.__module__}.{main.__name__}``."
+    return run

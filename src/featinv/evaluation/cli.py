@@ -30,6 +30,7 @@ from featinv.evaluation.methods import (
 )
 from featinv.evaluation.reports import write_reports
 from featinv.inverter import Inverter
+from featinv.reliability import console_script
 
 
 class EvaluationError(Exception):
@@ -233,7 +234,5 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return report
 
 
-def console_main() -> None:
-    """The console script: ``main`` on ``sys.argv``, exit status 0 on success (a console
-    script's return value would become the exit status)."""
-    main()
+#: the ``[project.scripts]`` entry point
+console_main = console_script(main)

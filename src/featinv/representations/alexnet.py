@@ -31,27 +31,20 @@ VARIANTS = ("caffenet", "torchvision")
 TORCHVISION_FILE = "alexnet-owt-7be5be79.pth"
 
 #: D&B's layer -> the network's own layer name holding "the last processing step" of it.
+_CAFFENET_STEPS = {
+    "conv1": "norm1",
+    "conv2": "norm2",
+    "conv3": "relu3",
+    "conv4": "relu4",
+    "conv5": "pool5",
+    "fc6": "relu6",
+    "fc7": "relu7",
+    "fc8": "fc8",
+}
 LAST_STEP = {
-    "caffenet": {
-        "conv1": "norm1",
-        "conv2": "norm2",
-        "conv3": "relu3",
-        "conv4": "relu4",
-        "conv5": "pool5",
-        "fc6": "relu6",
-        "fc7": "relu7",
-        "fc8": "fc8",
-    },
-    "torchvision": {
-        "conv1": "pool1",
-        "conv2": "pool2",
-        "conv3": "relu3",
-        "conv4": "relu4",
-        "conv5": "pool5",
-        "fc6": "relu6",
-        "fc7": "relu7",
-        "fc8": "fc8",
-    },
+    "caffenet": _CAFFENET_STEPS,
+    # torchvision's AlexNet has no normalization: conv1 and conv2 end with their pooling
+    "torchvision": {**_CAFFENET_STEPS, "conv1": "pool1", "conv2": "pool2"},
 }
 #: variant -> built-in architecture of featinv.representations.architectures
 ARCHITECTURE = {"caffenet": "caffenet", "torchvision": "alexnet"}

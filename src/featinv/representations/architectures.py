@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +51,38 @@ class Normalization:
             "scale": self.scale,
             "bgr": self.bgr,
         }
+
+
+def normalization_from(values: dict[str, Any]) -> Normalization:
+    """A ``Normalization`` from plain values (a config, a converted weights file)."""
+    unknown = set(values) - {"mean", "std", "scale", "bgr"}
+    if unknown:
+        raise ValueError(f"normalization keys are mean, std, scale, bgr; got {sorted(unknown)}")
+    return Normalization(
+        mean=tuple(float(v) for v in values["mean"]),
+        std=tuple(float(v) for v in values.get("std", (1.0, 1.0, 1.0))),
+        scale=float(values.get("scale", 1.0)),
+        bgr=bool(values.get("bgr", False)),
+    )
+
+
+class InputNormalization(nn.Module):
+    """``(flip_to_bgr(x) * scale - mean) / std``: RGB in [0, 1] to what a network expects.
+
+    Its buffers go into checkpoints (``persistent``), so a network whose normalization came
+    from a converted weights file is rebuilt with it."""
+
+    def __init__(self, normalization: Normalization, persistent: bool = True) -> None:
+        super().__init__()
+        self.bgr = normalization.bgr
+        self.register_buffer("mean", torch.tensor(normalization.mean).view(1, 3, 1, 1), persistent)
+        self.register_buffer("std", torch.tensor(normalization.std).view(1, 3, 1, 1), persistent)
+        self.register_buffer("scale", torch.tensor(float(normalization.scale)), persistent)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.bgr:
+            images = images.flip(1)
+        return (images * self.scale - self.mean) / self.std
 
 
 TORCHVISION = Normalization(IMAGENET_MEAN, IMAGENET_STD)

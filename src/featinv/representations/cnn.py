@@ -36,8 +36,9 @@ from featinv.representations.architectures import (
     ARCHITECTURES,
     TORCHVISION,
     Architecture,
-    Normalization,
+    InputNormalization,
     PaddedMaxPool,
+    normalization_from,
 )
 from featinv.representations.base import Representation, as_pair, check_images, register
 
@@ -94,38 +95,6 @@ def truncate(network: nn.Sequential, path: str) -> nn.Sequential:
     if rest:
         kept[head] = truncate(kept[head], rest)
     return nn.Sequential(kept)
-
-
-def _normalization(values: dict[str, Any]) -> Normalization:
-    """A ``Normalization`` from plain values (a config, a converted weights file)."""
-    unknown = set(values) - {"mean", "std", "scale", "bgr"}
-    if unknown:
-        raise ValueError(f"normalization keys are mean, std, scale, bgr; got {sorted(unknown)}")
-    return Normalization(
-        mean=tuple(float(v) for v in values["mean"]),
-        std=tuple(float(v) for v in values.get("std", (1.0, 1.0, 1.0))),
-        scale=float(values.get("scale", 1.0)),
-        bgr=bool(values.get("bgr", False)),
-    )
-
-
-class InputNormalization(nn.Module):
-    """``(flip_to_bgr(x) * scale - mean) / std``: RGB in [0, 1] to what a network expects.
-
-    Its buffers go into checkpoints (``persistent``), so a network whose normalization came
-    from a converted weights file is rebuilt with it."""
-
-    def __init__(self, normalization: Normalization, persistent: bool = True) -> None:
-        super().__init__()
-        self.bgr = normalization.bgr
-        self.register_buffer("mean", torch.tensor(normalization.mean).view(1, 3, 1, 1), persistent)
-        self.register_buffer("std", torch.tensor(normalization.std).view(1, 3, 1, 1), persistent)
-        self.register_buffer("scale", torch.tensor(float(normalization.scale)), persistent)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if self.bgr:
-            images = images.flip(1)
-        return (images * self.scale - self.mean) / self.std
 
 
 def _kernel_and_stride(module: nn.Module, in_shape: torch.Size) -> tuple[int, int] | None:
@@ -186,9 +155,9 @@ class CNN(Representation):
         norm = self.spec.normalization if self.spec else TORCHVISION
         state = self._read_weights(weights) if load_weights else None
         if state is not None and "normalization" in state:
-            norm = _normalization(state["normalization"])  # recorded by the converter
+            norm = normalization_from(state["normalization"])  # recorded by the converter
         if normalization is not None:
-            norm = _normalization({**norm.__dict__, **normalization})
+            norm = normalization_from({**norm.__dict__, **normalization})
         self.input_norm = InputNormalization(norm, persistent=self.persistent_normalization)
         if self.spec is not None:
             # only the layers up to the tap are ever allocated and initialized
