@@ -4,6 +4,8 @@ Run by ``tests/test_ddp_streaming.py`` as a script, because Lightning's DDP laun
 the other rank by running the same command again. ``python tests/ddp_script.py OUT SHARDS``
 writes ``OUT/rank{0,1}.pt``: the decoder weights after training, the keys of the samples the
 rank validated on in the last validation epoch, and the logged (reduced) validation metrics.
+``python tests/ddp_script.py OUT SHARDS deepsim`` trains with the feature and adversarial
+losses on (``DEEPSIM_LOSS``) and saves the discriminator's weights too.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
+from torch.nn import Module
 
 from featinv.data.datamodule import InversionDataModule
 from featinv.training import InversionModule
@@ -33,6 +36,15 @@ SETTINGS: dict[str, Any] = {
         "num_workers": 1,
         "synthetic_fraction": 0.5,  # procedural images in the training stream
     },
+}
+
+
+#: The loss of the adversarial variant (the discriminator never pauses, so it steps every batch).
+DEEPSIM_LOSS: dict[str, Any] = {
+    "image": 1.0,
+    "feature": 0.1,
+    "adversarial": 0.01,
+    "discriminator": {"width": 8, "pause_ratio": 0.0},
 }
 
 
@@ -65,6 +77,10 @@ class Probe(Callback):
                 "keys": self.keys,
                 "procedural": self.procedural,
                 "decoder": {k: v.clone() for k, v in pl_module.decoder.state_dict().items()},
+                "discriminator": {
+                    k: v.clone()
+                    for k, v in (pl_module.discriminator or Module()).state_dict().items()
+                },
                 "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()},
                 "world_size": trainer.world_size,
                 "global_step": trainer.global_step,
@@ -73,10 +89,12 @@ class Probe(Callback):
         )
 
 
-def build(shards: Path) -> tuple[InversionModule, InversionDataModule]:
+def build(
+    shards: Path, loss: dict[str, Any] | None = None
+) -> tuple[InversionModule, InversionDataModule]:
     """The module and data of this test, seeded (both ranks start from the same weights)."""
     L.seed_everything(0, workers=True)
-    module = InversionModule(**SETTINGS["model"])
+    module = InversionModule(**SETTINGS["model"], loss=loss)
     data = InversionDataModule(
         train_shards=str(shards / "train" / "shard-*.tar"),
         val_shards=str(shards / "val" / "shard-*.tar"),
@@ -89,7 +107,8 @@ def build(shards: Path) -> tuple[InversionModule, InversionDataModule]:
 
 def main() -> None:
     out, shards = Path(sys.argv[1]), Path(sys.argv[2])
-    module, data = build(shards)
+    deepsim = sys.argv[3:] == ["deepsim"]
+    module, data = build(shards, DEEPSIM_LOSS if deepsim else None)
     trainer = L.Trainer(
         accelerator="cpu",
         devices=2,

@@ -83,6 +83,11 @@ def test_resume_refuses_other_networks_by_name():
     with pytest.raises(ValueError, match="trained with image_size=32, the run is configured"):
         check_resumable(checkpoint, hparams)
     check_resumable(checkpoint, checkpoint["hyper_parameters"])
+    # loss weights may change on resuming; a discriminator cannot appear or vanish
+    mse = checkpoint["hyper_parameters"]
+    check_resumable(checkpoint, {**mse, "loss": {"feature": 0.3}})
+    with pytest.raises(ValueError, match="trained without the adversarial loss and the run"):
+        check_resumable(checkpoint, {**mse, "loss": {"adversarial": 0.01}})
 
 
 def test_other_files_are_refused_with_what_they_are(tmp_path):

@@ -119,7 +119,8 @@ def test_training_step_uses_features_that_arrive_with_the_batch(tmp_path):
     module = cli.model
     images = torch.rand(2, 3, 32, 32)
     features = torch.rand(2, 133, 8, 8)
-    _, reconstructions = module._reconstruct({"image": images, "features": features})
+    _, used, reconstructions = module._reconstruct({"image": images, "features": features})
+    assert used is features
     assert torch.equal(reconstructions, module.decoder(features))
 
 

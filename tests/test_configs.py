@@ -10,6 +10,7 @@ import yaml
 
 from featinv.cli import DEFAULT_CONFIG, main
 from featinv.decoders import build_decoder
+from featinv.losses import LossSettings
 from featinv.representations import AlexNet
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -22,6 +23,7 @@ REPRESENTATIONS = [
     "vgg16.yaml",
     "vggm.yaml",
 ]
+LOSSES = ["losses/feature.yaml", "losses/deepsim.yaml"]
 
 
 def _assert_contains(printed: object, expected: object, where: str = "") -> None:
@@ -52,6 +54,17 @@ def test_paper_scale_command_takes_every_value_of_its_configs(name, capsys):
         for section, values in yaml.safe_load(path.read_text()).items():
             expected.setdefault(section, {}).update(values)
     _assert_contains(printed, expected)
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("model", ["hog.yaml", "alexnet.yaml"])
+def test_a_loss_config_combines_with_any_model_config(model, loss, capsys):
+    """configs/losses/*.yaml change the loss only: the model config keeps the rest."""
+    printed = _printed(capsys, CONFIGS / "imagenet.yaml", CONFIGS / model, CONFIGS / loss)
+    model_values = yaml.safe_load((CONFIGS / model).read_text())["model"]
+    loss_values = yaml.safe_load((CONFIGS / loss).read_text())["model"]["loss"]
+    _assert_contains(printed, {"model": {**model_values, "loss": loss_values}})
+    LossSettings.from_options(printed["model"]["loss"])  # valid as the module reads it
 
 
 def test_no_arguments_is_the_embedded_default(capsys):
@@ -99,6 +112,6 @@ def test_configs_hold_only_differences():
     """One file per representation or network, one for the paper's data and schedule, one
     per trainer."""
     files = sorted(p.relative_to(CONFIGS).as_posix() for p in CONFIGS.rglob("*.yaml"))
-    assert files == sorted([*REPRESENTATIONS, "imagenet.yaml", "trainer/multi_gpu.yaml"])
+    assert files == sorted([*REPRESENTATIONS, *LOSSES, "imagenet.yaml", "trainer/multi_gpu.yaml"])
     lines = sum(len(p.read_text().splitlines()) for p in CONFIGS.rglob("*.yaml"))
     assert lines < 743 // 2, lines

@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from featinv.data.shard_writer import write_shards
-from tests.ddp_script import Probe, build
+from tests.ddp_script import DEEPSIM_LOSS, Probe, build
 
 SCRIPT = Path(__file__).resolve().parent / "ddp_script.py"
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,9 +49,8 @@ def _write_photo_shards(photo_arrays: list[np.ndarray], root: Path) -> set[str]:
     return {f"{i:02d}" for i in range(12)}
 
 
-@pytest.mark.slow
-def test_two_ddp_processes_agree_with_one(tmp_path, photo_arrays):
-    val_keys = _write_photo_shards(photo_arrays, tmp_path / "shards")
+def _run_two_processes(tmp_path: Path, *args: str) -> list[dict]:
+    """Run ``ddp_script.py`` as 2 gloo processes; what each rank saved."""
     # a clean distributed environment on a free port (another test may hold one in-process)
     env = {k: v for k, v in os.environ.items() if k not in DISTRIBUTED_VARIABLES}
     with socket.socket() as probe:
@@ -59,14 +58,20 @@ def test_two_ddp_processes_agree_with_one(tmp_path, photo_arrays):
         port = probe.getsockname()[1]
     env.update(PYTHONPATH=str(ROOT), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     run = subprocess.run(
-        [sys.executable, str(SCRIPT), str(tmp_path), str(tmp_path / "shards")],
+        [sys.executable, str(SCRIPT), str(tmp_path), str(tmp_path / "shards"), *args],
         env=env,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert run.returncode == 0, run.stderr[-4000:]
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+    return [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+
+
+@pytest.mark.slow
+def test_two_ddp_processes_agree_with_one(tmp_path, photo_arrays):
+    val_keys = _write_photo_shards(photo_arrays, tmp_path / "shards")
+    ranks = _run_two_processes(tmp_path)
     assert [r["world_size"] for r in ranks] == [2, 2]
     assert [r["global_step"] for r in ranks] == [4, 4]  # 2 epochs of 2 batches per rank
 
@@ -99,3 +104,23 @@ def test_two_ddp_processes_agree_with_one(tmp_path, photo_arrays):
     for name in ("val/normalized_error", "val/normalizer", "val/mean_image_error"):
         assert ranks[0]["metrics"][name] == ranks[1]["metrics"][name]
         assert ranks[0]["metrics"][name] == pytest.approx(float(single[name]), rel=1e-6), name
+
+
+@pytest.mark.slow
+def test_two_ddp_processes_train_adversarially_in_step(tmp_path, photo_arrays):
+    _write_photo_shards(photo_arrays, tmp_path / "shards")
+    ranks = _run_two_processes(tmp_path, "deepsim")
+    # 2 epochs of 2 batches per rank, each a discriminator step and a decoder step
+    assert [r["global_step"] for r in ranks] == [8, 8]
+    for network in ("decoder", "discriminator"):
+        first, second = (r[network] for r in ranks)
+        assert first and first.keys() == second.keys()
+        assert all(torch.equal(first[name], second[name]) for name in first), network
+    # both networks moved from their (seeded, shared) initial weights
+    module, _ = build(tmp_path / "shards", DEEPSIM_LOSS)
+    for network in ("decoder", "discriminator"):
+        initial = getattr(module, network).state_dict()
+        assert any(not torch.equal(initial[k], ranks[0][network][k]) for k in initial), network
+    metrics = ranks[0]["metrics"]
+    assert ranks[1]["metrics"]["val/feature_error"] == metrics["val/feature_error"]
+    assert metrics["val/sharpness"] > 0 and metrics["val/feature_error"] > 0

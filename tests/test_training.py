@@ -61,11 +61,25 @@ def test_learning_rate_decays_near_the_end(tmp_path):
     assert lr == pytest.approx(1e-4, rel=1e-6)
 
 
+def test_learning_rate_decays_over_the_batches_of_an_adversarial_run(tmp_path):
+    """max_steps counts both optimizers' steps; the schedule still ends at the last batch."""
+    trainer, module, _ = _fit(
+        tmp_path, max_steps=8, lr_decay_start=0.5, lr_final_factor=0.1, loss={"adversarial": 0.1}
+    )
+    assert trainer.global_step == 8 and not module.automatic_optimization
+    decoder, discriminator = trainer.optimizers
+    assert decoder.param_groups[0]["lr"] == pytest.approx(1e-4, rel=1e-6)
+    assert discriminator.param_groups[0]["lr"] == pytest.approx(2e-4)  # DeePSiM's, constant
+
+
 def test_validation_reports_the_normalized_error(tmp_path):
     trainer, _, _ = _fit(tmp_path)
     metrics = trainer.callback_metrics
     assert 0 < float(metrics["val/normalized_error"]) < 5
     assert 0.5 < float(metrics["val/mean_image_error"]) < 0.9
+    # Phi(x_hat) against Phi(x), and the reconstructions' gradients against the photos'
+    assert 0 < float(metrics["val/feature_error"]) < 2
+    assert 0 < float(metrics["val/sharpness"]) < 2
 
 
 @pytest.mark.slow

@@ -115,6 +115,8 @@ REPORT_ROWS = (
     ("validation normalized error (best checkpoint)", "normalized_error"),
     ("  the training data's mean image (honest constant baseline)", "train_mean_image_error"),
     ("  the validation set's own mean image (oracle)", "mean_image_error"),
+    ("feature error, ||Phi(x_hat) - Phi(x)|| / ||Phi(x)||", "feature_error"),
+    ("sharpness, gradient magnitude over the photo's (1.0: as sharp)", "sharpness"),
     ("colour cast, |mean colour - photo's|, 0-1 scale", "colour_cast"),
     ("  the training data's mean colour", "train_mean_colour_cast"),
     ("  the best constant colour for the set (oracle)", "constant_colour_cast"),

@@ -139,6 +139,18 @@ def check_resumable(checkpoint: dict[str, Any], hparams: dict[str, Any]) -> None
                 f"configured with {key}={hparams.get(key)!r}: resume with the config the "
                 "checkpoint was trained with (its config.yaml), or start a new run"
             )
+    # Loss weights may change between resumptions; whether there is a discriminator (and a
+    # second optimizer) may not.
+    adversarial = [
+        float((h.get("loss") or {}).get("adversarial", 0)) > 0 for h in (theirs, hparams)
+    ]
+    if adversarial[0] != adversarial[1]:
+        was, now = ("with", "without") if adversarial[0] else ("without", "with")
+        raise ValueError(
+            f"this checkpoint was trained {was} the adversarial loss and the run is configured "
+            f"{now} it (model.loss.adversarial): its discriminator and optimizers cannot carry "
+            "over; resume with the config the checkpoint was trained with, or start a new run"
+        )
 
 
 def networks_from_checkpoint(

@@ -7,6 +7,7 @@ repository's ``configs/`` and are combined with repeated ``--config``.
 
 from __future__ import annotations
 
+import logging
 import sys
 from importlib import resources
 from typing import Any
@@ -110,6 +111,17 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> FeatinvCLI:
     )
 
 
+def _show_featinv_notices() -> None:
+    """Print featinv's INFO notices (a default taken, a setting adjusted) as Lightning does its
+    own: they say what a run chose where the config was silent."""
+    logger = logging.getLogger("featinv")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point of ``train.py`` and ``featinv-train``; ``fit`` is implied.
 
@@ -119,6 +131,7 @@ def main(args: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if args is None else args)
     if not argv or argv[0] not in SUBCOMMANDS:  # `train.py --help` lists fit's options
         argv = ["fit", *argv]
+    _show_featinv_notices()
     if args is None:
         # LightningCLI reads sys.argv itself (and warns when given both): hand it the
         # command line with the implied subcommand there.

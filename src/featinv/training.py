@@ -1,5 +1,9 @@
 """The LightningModule that trains one inversion network (Dosovitskiy & Brox, Sect. 2.2).
 
+The objective is MSE by default (CVPR 2016, Eq. 3); ``loss`` adds DeePSiM's feature and
+adversarial terms (NIPS 2016, ``featinv.losses``). With an adversarial term the module
+optimizes manually: a discriminator step, then a decoder step, each with its own Adam.
+
 It is thin on purpose: it takes plain values, builds the representation and the decoder by
 name, and saves those values with ``save_hyperparameters()``, so a checkpoint describes
 itself and ``featinv.Inverter.from_checkpoint`` rebuilds the networks without Lightning.
@@ -11,26 +15,40 @@ are callbacks (``featinv.callbacks``).
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any, Literal
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.strategies import DDPStrategy
+from torchmetrics import MeanMetric
 
 from featinv.callbacks import DataFaultCounter
 from featinv.checkpoint import check_resumable, featinv_entry
-from featinv.evaluation.metrics import NormalizedErrorMetric, match_size
+from featinv.evaluation.metrics import (
+    NormalizedErrorMetric,
+    SharpnessMetric,
+    feature_error,
+    match_size,
+)
+from featinv.losses import (
+    LossSettings,
+    discriminator_loss,
+    feature_loss,
+    generator_adversarial_loss,
+    loss_networks,
+)
+from featinv.model_options import check_model_options, linear_decay
 from featinv.networks import build_networks
-from featinv.reliability import NonFiniteLossError, OptionError, require
-from featinv.representations import representation_class
+from featinv.reliability import NonFiniteLossError, OptionError
 
 log = logging.getLogger(__name__)
 
 
 class InversionModule(L.LightningModule):
-    """Train a decoder f to minimize ``||x - f(Phi(x))||^2`` (MSE, Eq. 3) with Adam.
+    """Train a decoder f to minimize ``||x - f(Phi(x))||^2`` (MSE, Eq. 3) with Adam, plus
+    DeePSiM's feature and adversarial losses when ``loss`` weighs them.
 
     Args:
         representation: registered name of Phi (``hog``, ...).
@@ -54,6 +72,9 @@ class InversionModule(L.LightningModule):
         compile_decoder: compile the decoder with ``torch.compile`` (opt-in: the first steps
             are slow while it compiles). Checkpoints are unchanged by it.
         compile_options: keyword arguments of ``torch.compile`` (``mode``, ``backend``, ...).
+        loss: the weights of the loss terms and their parts (``featinv.losses.LossSettings``):
+            ``{image: 1.0, feature: 0.0, comparator: null, adversarial: 0.0,
+            discriminator: {...}}``, every key optional; the default is MSE alone.
     """
 
     def __init__(
@@ -74,9 +95,10 @@ class InversionModule(L.LightningModule):
         channels_last: bool = False,
         compile_decoder: bool = False,
         compile_options: dict[str, Any] | None = None,
+        loss: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        _check_options(dict(locals()))
+        check_model_options(dict(locals()))
         self.save_hyperparameters()
         try:
             self.representation, self.decoder = build_networks(
@@ -85,7 +107,17 @@ class InversionModule(L.LightningModule):
         except (TypeError, ValueError) as error:  # a bad option of Phi or of the decoder
             raise OptionError(f"model: {error}") from None
         self.representation.requires_grad_(train_encoder)
+        self.losses = LossSettings.from_options(loss)
+        #: C of the feature loss when it is not Phi (registered: its weights are saved), and
+        #: the discriminator of the adversarial loss; None when their terms are off
+        self.comparator, self.discriminator = loss_networks(
+            self.losses, self.representation, image_size, train_encoder
+        )
+        self.automatic_optimization = self.discriminator is None
+        self.discriminator_pauses = 0
         self.val_metric = NormalizedErrorMetric(max_normalizer_images)
+        self.val_feature_error = MeanMetric()
+        self.val_sharpness = SharpnessMetric()
         self.val_examples: tuple[torch.Tensor, torch.Tensor] | None = None
         self.skipped_nonfinite = 0
         self.decoder_compiled = False
@@ -93,6 +125,22 @@ class InversionModule(L.LightningModule):
         #: the honest constant baseline of the validation report (kept in checkpoints)
         self.train_image_sum: torch.Tensor | None = None
         self.train_image_count = 0
+
+    def setup(self, stage: str) -> None:
+        # The adversarial steps leave one network without gradients in each backward pass;
+        # DDP must be told to expect that (before it wraps the module, which is after this).
+        strategy = self.trainer.strategy if self._trainer is not None else None
+        if self.discriminator is None or not isinstance(strategy, DDPStrategy):
+            return
+        kwargs = getattr(strategy, "_ddp_kwargs", None)
+        if kwargs is None:
+            raise OptionError(
+                "model.loss.adversarial under DDP needs "
+                "--trainer.strategy=ddp_find_unused_parameters_true"
+            )
+        if not kwargs.get("find_unused_parameters"):
+            log.info("adversarial loss: DDP set to find_unused_parameters=True")
+            kwargs["find_unused_parameters"] = True
 
     def configure_callbacks(self) -> list[Callback]:
         # Counting corrupt samples is part of every run, however the Trainer was made (once:
@@ -117,6 +165,8 @@ class InversionModule(L.LightningModule):
         # the like stay off, so the features of an image never depend on the mode.
         super().train(mode)
         self.representation.eval()
+        if self.comparator is not None:
+            self.comparator.eval()
         return self
 
     def _layout(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -137,7 +187,10 @@ class InversionModule(L.LightningModule):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.decoder(features)
 
-    def _reconstruct(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _reconstruct(
+        self, batch: dict[str, Any]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Images, their features and their reconstructions."""
         images = batch["image"]
         if not images.is_floating_point():
             raise TypeError(
@@ -146,39 +199,124 @@ class InversionModule(L.LightningModule):
             )
         # Representations computed in the loader (SIFT) arrive with the batch.
         features = batch["features"] if "features" in batch else self.features(images)
-        return images, self.decoder(self._layout(features))
+        return images, features, self.decoder(self._layout(features))
 
-    def reconstruction_loss(self, batch: dict[str, Any]) -> torch.Tensor:
-        """The training objective on a batch: MSE between images and reconstructions."""
-        images, reconstructions = self._reconstruct(batch)
+    def loss_terms(
+        self,
+        images: torch.Tensor,
+        features: torch.Tensor,
+        reconstructions: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        """The decoder's weighted loss terms on a batch (only those with a positive weight)."""
         # A decoder may predict a smaller image than its input (Sect. 2.2): compare at its size.
         target = match_size(images, tuple(reconstructions.shape[-2:]))
-        return F.mse_loss(reconstructions.float(), target)
+        terms = {}
+        if self.losses.image > 0:
+            terms["image"] = F.mse_loss(reconstructions.float(), target)
+        if self.losses.feature > 0:
+            comparator = self.comparator or self.representation
+            # C sees both at the input's size, as Phi was computed
+            full = match_size(reconstructions, tuple(images.shape[-2:]))
+            terms["feature"] = feature_loss(comparator, full, images)
+        if self.discriminator is not None:
+            terms["adversarial"] = generator_adversarial_loss(
+                self.discriminator(reconstructions.float(), features.float())
+            )
+        return terms
+
+    def weighted(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``sum_k w_k L_k`` over the terms."""
+        return sum(getattr(self.losses, name) * value for name, value in terms.items())
+
+    def reconstruction_loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The decoder's training objective on a batch (MSE alone by default)."""
+        images, features, reconstructions = self._reconstruct(batch)
+        return self.weighted(self.loss_terms(images, features, reconstructions))
+
+    def _log_terms(self, terms: dict[str, torch.Tensor], batch_size: int) -> None:
+        for name, value in terms.items():
+            self.log(f"train/loss_{name}", value, batch_size=batch_size)
+
+    def _nonfinite(self, loss: torch.Tensor, batch: dict[str, Any], network: str) -> bool:
+        """True when ``loss`` is NaN/inf and the batch is to be skipped; raises for ``stop``."""
+        if torch.isfinite(loss):
+            return False
+        keys = batch.get("key", [])[:4]
+        if self.hparams.nonfinite_loss == "skip":
+            self.skipped_nonfinite += 1
+            log.warning(
+                "non-finite %s loss at step %d (batch %s...): skipped",
+                network,
+                self.global_step,
+                keys,
+            )
+            self.log("train/skipped_nonfinite", float(self.skipped_nonfinite))
+            return True
+        raise NonFiniteLossError(
+            f"the {network} loss is {loss.item()} at global step {self.global_step} (batch "
+            f"keys {keys}...). Nothing from this step was saved; resume from the last "
+            "checkpoint with --ckpt_path last after lowering the learning rate "
+            "(--model.lr) or checking the inputs, or set --model.nonfinite_loss skip to "
+            "drop such batches."
+        )
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         self._accumulate_train_images(batch["image"])
-        loss = self.reconstruction_loss(batch)
-        if not torch.isfinite(loss):
-            keys = batch.get("key", [])[:4]
-            if self.hparams.nonfinite_loss == "skip":
-                self.skipped_nonfinite += 1
-                log.warning(
-                    "non-finite loss at step %d (batch %s...): batch skipped",
-                    self.global_step,
-                    keys,
-                )
-                self.log("train/skipped_nonfinite", float(self.skipped_nonfinite))
-                return None  # Lightning skips the optimizer step for this batch
-            raise NonFiniteLossError(
-                f"the loss is {loss.item()} at global step {self.global_step} (batch keys "
-                f"{keys}...). Nothing from this step was saved; resume from the last "
-                "checkpoint with --ckpt_path last after lowering the learning rate "
-                "(--model.lr) or checking the inputs, or set --model.nonfinite_loss skip to "
-                "drop such batches."
-            )
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["image"]))
+        if not self.automatic_optimization:
+            return self._adversarial_step(batch)
+        images, features, reconstructions = self._reconstruct(batch)
+        terms = self.loss_terms(images, features, reconstructions)
+        loss = self.weighted(terms)
+        if self._nonfinite(loss, batch, "decoder"):
+            return None  # Lightning skips the optimizer step for this batch
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(images))
+        if len(terms) > 1:
+            self._log_terms(terms, len(images))
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
         return loss
+
+    def _adversarial_step(self, batch: dict[str, Any]) -> torch.Tensor:
+        """DeePSiM's alternation: a discriminator step, then a decoder step (Sect. 3).
+
+        Every decision (pause, skip) is taken on losses averaged over DDP processes, so all
+        processes take the same one. Both optimizers step on every batch (a step without
+        gradients leaves Adam's parameters and state as they are), so ``global_step`` counts
+        two per batch, as Lightning counts optimizer steps.
+        """
+        decoder_opt, discriminator_opt = self.optimizers()
+        images, features, reconstructions = self._reconstruct(batch)
+        target = match_size(images, tuple(reconstructions.shape[-2:]))
+        n = len(images)
+        mean = self.trainer.strategy.reduce  # a mean over processes; as is on one device
+        with self.toggled_optimizer(discriminator_opt):
+            fake = self.discriminator(reconstructions.detach().float(), features.float())
+            loss_d = discriminator_loss(self.discriminator(target, features.float()), fake)
+            loss_adv = generator_adversarial_loss(fake.detach())
+            both = mean(torch.stack([loss_d.detach(), loss_adv]), reduce_op="mean")
+            discriminator_opt.zero_grad(set_to_none=True)
+            # DeePSiM's safeguard: a discriminator that wins too easily pauses
+            paused = bool(both[0] < self.losses.discriminator.pause_ratio * both[1])
+            if paused:
+                self.discriminator_pauses += 1
+            elif not self._nonfinite(both[0], batch, "discriminator"):
+                self.manual_backward(loss_d)
+            discriminator_opt.step()
+            discriminator_opt.zero_grad(set_to_none=True)  # none left for the decoder's step
+        self.log("train/loss_discriminator", both[0], batch_size=n)
+        self.log("train/discriminator_paused", float(paused), batch_size=n)
+        with self.toggled_optimizer(decoder_opt):
+            terms = self.loss_terms(images, features, reconstructions)
+            loss = self.weighted(terms)
+            decoder_opt.zero_grad(set_to_none=True)
+            if not self._nonfinite(mean(loss.detach(), reduce_op="mean"), batch, "decoder"):
+                self.manual_backward(loss)
+            decoder_opt.step()
+            decoder_opt.zero_grad(set_to_none=True)
+        self.lr_schedulers().step()
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        self._log_terms(terms, n)
+        self.log("train/lr", decoder_opt.param_groups[0]["lr"])
+        return loss.detach()
 
     def _accumulate_train_images(self, images: torch.Tensor) -> None:
         total = images.detach().sum(dim=0, dtype=torch.float64)
@@ -198,8 +336,12 @@ class InversionModule(L.LightningModule):
         return (total / count.clamp_min(1)).float()
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        images, reconstructions = self._reconstruct(batch)
+        images, features, reconstructions = self._reconstruct(batch)
         self.val_metric.update(images, reconstructions, batch.get("key"))
+        self.val_sharpness.update(images, reconstructions)
+        if not self.representation.runs_in_loader:  # Phi on the device: Phi(x_hat) too
+            full = match_size(reconstructions.float(), tuple(images.shape[-2:]))
+            self.val_feature_error.update(feature_error(self.features(full), features.float()))
         if batch_idx == 0:
             n = self.hparams.grid_images
             self.val_examples = (
@@ -209,7 +351,11 @@ class InversionModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         results = self.val_metric.compute(self.train_mean_image())
-        self.val_metric.reset()
+        results["sharpness"] = self.val_sharpness.compute()
+        if self.val_feature_error.update_called:
+            results["feature_error"] = self.val_feature_error.compute()
+        for metric in (self.val_metric, self.val_sharpness, self.val_feature_error):
+            metric.reset()
         # torchmetrics has already reduced the states across ranks, so every rank holds the
         # same values; sync_dist only averages equal numbers (and keeps Lightning quiet).
         for name in results:
@@ -220,8 +366,14 @@ class InversionModule(L.LightningModule):
                 sync_dist=True,
             )
 
-    def configure_optimizers(self) -> dict[str, Any]:
-        params = [p for p in self.parameters() if p.requires_grad]
+    def configure_optimizers(self) -> Any:
+        # Everything that trains with the decoder (Phi too, as an autoencoder); the
+        # discriminator has its own optimizer.
+        params = [
+            p
+            for name, p in self.named_parameters()
+            if p.requires_grad and not name.startswith("discriminator.")
+        ]
         optimizer = torch.optim.Adam(
             params,
             lr=self.hparams.lr,
@@ -229,22 +381,25 @@ class InversionModule(L.LightningModule):
             weight_decay=self.hparams.weight_decay,
         )
         total = self.trainer.estimated_stepping_batches
-        start, final = self.hparams.lr_decay_start, self.hparams.lr_final_factor
-
-        def factor(step: int) -> float:
-            # Without a known length (no max_steps, endless loader) the rate stays constant.
-            if not math.isfinite(total) or total <= 0:
-                return 1.0
-            progress = step / total
-            if progress <= start:
-                return 1.0
-            return 1.0 - (1.0 - final) * min((progress - start) / max(1.0 - start, 1e-8), 1.0)
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        if self.discriminator is not None and self.trainer.max_steps != -1:
+            # the schedule steps once per batch, Lightning's max_steps counts both optimizers
+            total = min(total, self.trainer.max_steps / 2)
+        decay = linear_decay(
+            total,
+            self.hparams.lr_decay_start,
+            self.hparams.lr_final_factor,
+        )
+        scheduler = {
+            "scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, decay),
+            "interval": "step",
         }
+        if self.discriminator is None:
+            return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        settings = self.losses.discriminator
+        discriminator_optimizer = torch.optim.Adam(
+            self.discriminator.parameters(), lr=settings.lr, betas=settings.betas
+        )
+        return [optimizer, discriminator_optimizer], [scheduler]
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["featinv"] = featinv_entry(self.train_image_sum, self.train_image_count)
@@ -256,41 +411,3 @@ class InversionModule(L.LightningModule):
         if "train_image_sum" in entry:
             self.train_image_sum = entry["train_image_sum"]
             self.train_image_count = int(entry["train_image_count"])
-
-
-def _check_options(values: dict[str, Any]) -> None:
-    """Refuse impossible model options before anything is built, naming the option."""
-    try:
-        representation_class(values["representation"])
-    except ValueError as error:
-        raise OptionError(f"model.representation: {error}") from None
-    require(
-        values["image_size"] >= 8,
-        "model.image_size (the CLI sets it from data.image_size)",
-        "at least 8 pixels",
-        values["image_size"],
-    )
-    require(values["lr"] > 0, "model.lr", "positive", values["lr"])
-    betas = values["betas"]
-    require(
-        len(betas) == 2 and all(0 <= b < 1 for b in betas),
-        "model.betas",
-        "[beta1, beta2] with values in [0, 1)",
-        betas,
-    )
-    require(values["weight_decay"] >= 0, "model.weight_decay", "at least 0", values["weight_decay"])
-    for name in ("lr_decay_start", "lr_final_factor"):
-        require(0 <= values[name] <= 1, f"model.{name}", "in [0, 1]", values[name])
-    require(
-        values["max_normalizer_images"] >= 2,
-        "model.max_normalizer_images",
-        "at least 2 (N averages over pairs)",
-        values["max_normalizer_images"],
-    )
-    require(values["grid_images"] >= 0, "model.grid_images", "at least 0", values["grid_images"])
-    require(
-        values["nonfinite_loss"] in ("stop", "skip"),
-        "model.nonfinite_loss",
-        "'stop' or 'skip'",
-        values["nonfinite_loss"],
-    )

@@ -20,6 +20,7 @@ METHOD_KEYS = {
     "normalized_error",
     "normalized_error_std",
     "feature_error",
+    "sharpness",
     "seconds_per_image",
     "device",
 }
@@ -209,3 +210,23 @@ def test_default_images_are_the_bundled_validation_photos(tmp_path, hog_checkpoi
     assert report["num_images"] == 7
     (entry,) = report["methods"].values()
     assert np.isfinite(entry["normalized_error"]) and entry["kind"] == "learned"
+
+
+def test_decoders_of_one_representation_from_several_runs_are_named_apart(tmp_path, photo_folder):
+    runs = []
+    for run in ("mse", "deepsim"):
+        (tmp_path / run / "hog").mkdir(parents=True)
+        runs.append(
+            trained_checkpoint(
+                tmp_path / run / "hog" / "best.ckpt",
+                image_size=32,
+                decoder_options={"width": 8, "max_width": 8},
+            )
+        )
+    args = ["--images", str(photo_folder), "--num-images", "2", "--out", str(tmp_path / "e")]
+    for path in runs:
+        args += ["--checkpoint", str(path)]
+    report = main(args)
+    assert list(report["methods"]) == ["mse/hog/best", "deepsim/hog/best"]
+    for entry in report["methods"].values():
+        assert 0 < entry["sharpness"] < 2

@@ -10,9 +10,11 @@ import torch
 
 from featinv.evaluation import (
     NormalizedErrorMetric,
+    SharpnessMetric,
     feature_error,
     mean_pairwise_distance,
     normalized_reconstruction_error,
+    sharpness,
 )
 
 
@@ -94,3 +96,34 @@ def test_colour_casts_and_the_training_mean_baseline(photo_batch):
     without = NormalizedErrorMetric()
     without.update(photo_batch, photo_batch)
     assert "train_mean_image_error" not in without.compute()
+
+
+def test_sharpness_is_one_for_the_photos_below_for_blur_above_for_noise(photo_batch):
+    assert sharpness(photo_batch, photo_batch).item() == pytest.approx(1.0)
+    blur = [
+        sharpness(photo_batch, torch.nn.functional.avg_pool2d(photo_batch, k, 1, k // 2)).item()
+        for k in (3, 5, 9)
+    ]
+    assert 1 > blur[0] > blur[1] > blur[2] > 0
+    torch.manual_seed(0)
+    noisy = photo_batch + 0.1 * torch.randn_like(photo_batch)
+    assert sharpness(photo_batch, noisy).item() > 1.5
+    # a half-size reconstruction is judged at the photos' size (upsampled bilinearly)
+    half = torch.nn.functional.avg_pool2d(photo_batch, 2)
+    assert 0 < sharpness(photo_batch, half).item() < 1
+
+
+def test_sharpness_agrees_with_numpy_and_streams_over_batches(photo_batch):
+    torch.manual_seed(0)
+    recon = (photo_batch + 0.05 * torch.randn_like(photo_batch)).clamp(0, 1)
+
+    def mean_gradient(x: np.ndarray) -> float:  # (n, 3, h, w): forward differences
+        dx, dy = np.diff(x, axis=3)[:, :, :-1, :], np.diff(x, axis=2)[:, :, :, :-1]
+        return np.sqrt((dx**2 + dy**2).sum(axis=1)).mean()
+
+    expected = mean_gradient(recon.double().numpy()) / mean_gradient(photo_batch.double().numpy())
+    assert sharpness(photo_batch, recon).item() == pytest.approx(expected, rel=1e-5)
+    metric = SharpnessMetric()
+    for first in range(0, len(photo_batch), 2):
+        metric.update(photo_batch[first : first + 2], recon[first : first + 2])
+    assert metric.compute().item() == pytest.approx(expected, rel=1e-5)

@@ -79,17 +79,18 @@ def build_methods(
     representations and on each name in ``representations``; with ``hybrid_iterations``,
     each checkpoint's reconstructions refined by that many Algorithm 1 iterations."""
     methods = [learned_method(path, device, image_size, trust_checkpoint) for path in checkpoints]
+    _name_apart(methods, checkpoints)
     notes: list[str] = []
     if hybrid_iterations is not None:
         if not checkpoints:
             raise EvaluationError("--hybrid refines a decoder's output: give --checkpoint PATH")
-        for path in checkpoints:
+        for learned, path in zip(list(methods), checkpoints, strict=True):
             try:
-                methods.append(
-                    hybrid_method(path, device, hybrid_iterations, seed, trust_checkpoint)
-                )
+                hybrid = hybrid_method(path, device, hybrid_iterations, seed, trust_checkpoint)
             except ValueError as error:  # a representation without gradients
                 raise EvaluationError(f"--hybrid: {error}") from None
+            hybrid.name = f"hybrid/{learned.name}"
+            methods.append(hybrid)
     if baseline:
         targets = [(m.representation, m.image_size) for m in methods]
         for name in representations:
@@ -113,6 +114,20 @@ def build_methods(
             "each is evaluated at its own size, with its own normalizer N"
         )
     return methods, notes
+
+
+def _name_apart(methods: list[Method], paths: list[str]) -> None:
+    """Name decoders by as many trailing path parts as it takes to tell them apart (runs
+    of one representation in several folders all end in ``hog/best``)."""
+    parts = [Path(p).with_suffix("").parts for p in paths]
+    for depth in range(2, max((len(p) for p in parts), default=0) + 1):
+        names = ["/".join(p[-depth:]) for p in parts]
+        if len(set(names)) == len(names):
+            break
+    else:
+        return
+    for method, name in zip(methods, names, strict=True):
+        method.name = name
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -27,6 +27,7 @@ from featinv.evaluation.metrics import (
     mean_pairwise_distance,
     normalized_reconstruction_error,
     psnr,
+    sharpness,
     ssim,
 )
 from featinv.inverter import Inverter
@@ -216,6 +217,7 @@ def score_methods(
                 "normalized_error_std": errors.std().item() if len(errors) > 1 else 0.0,
                 "feature_error": f_error,
                 "seconds_per_image": seconds,
+                "sharpness": sharpness(images, recon).item(),
                 "psnr": psnr(images, recon).item(),
                 "ssim": ssim(images, recon).item(),
                 "device": device_name(device),

@@ -15,11 +15,11 @@ SHOWN_IMAGES = 8
 
 
 def markdown_table(methods: Sequence[Method]) -> list[str]:
-    """One row per method: its errors, PSNR, SSIM, speed and device."""
+    """One row per method: its errors, sharpness, PSNR, SSIM, speed and device."""
     lines = [
         "| method | kind | representation | layer | size | normalized error | feature error "
-        "| PSNR | SSIM | s / image | device |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| sharpness | PSNR | SSIM | s / image | device |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for m in methods:
         r = m.results
@@ -28,7 +28,7 @@ def markdown_table(methods: Sequence[Method]) -> list[str]:
         error = f"{r['normalized_error']:.3f} +- {r['normalized_error_std']:.3f}"
         lines.append(
             f"| {m.name} | {kind} | {r['representation']} | {r['layer'] or ''} | {r['image_size']} "
-            f"| {error} | {fe} | {r['psnr']:.2f} | {r['ssim']:.3f} "
+            f"| {error} | {fe} | {r['sharpness']:.3f} | {r['psnr']:.2f} | {r['ssim']:.3f} "
             f"| {r['seconds_per_image']:.2e} | {r['device']} |"
         )
     return lines

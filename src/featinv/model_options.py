@@ -1,0 +1,71 @@
+"""The training module's plain options: their checks and the learning-rate schedule.
+
+Kept apart from ``featinv.training`` so the LightningModule stays about training; these are
+plain functions of plain values.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from featinv.reliability import OptionError, require
+from featinv.representations import representation_class
+
+
+def linear_decay(total: float, start: float, final: float) -> Callable[[int], float]:
+    """The learning-rate factor at a step: 1 until ``start`` of ``total`` steps, then a linear
+    decay to ``final`` at the end ("we gradually decreased the learning rate towards the end
+    of training", Dosovitskiy & Brox, Sect. 2.2).
+
+    Without a known length (no max_steps, an endless loader) the rate stays constant.
+    """
+
+    def factor(step: int) -> float:
+        if not math.isfinite(total) or total <= 0:
+            return 1.0
+        progress = step / total
+        if progress <= start:
+            return 1.0
+        return 1.0 - (1.0 - final) * min((progress - start) / max(1.0 - start, 1e-8), 1.0)
+
+    return factor
+
+
+def check_model_options(values: dict[str, Any]) -> None:
+    """Refuse impossible model options before anything is built, naming the option."""
+    try:
+        representation_class(values["representation"])
+    except ValueError as error:
+        raise OptionError(f"model.representation: {error}") from None
+    require(
+        values["image_size"] >= 8,
+        "model.image_size (the CLI sets it from data.image_size)",
+        "at least 8 pixels",
+        values["image_size"],
+    )
+    require(values["lr"] > 0, "model.lr", "positive", values["lr"])
+    betas = values["betas"]
+    require(
+        len(betas) == 2 and all(0 <= b < 1 for b in betas),
+        "model.betas",
+        "[beta1, beta2] with values in [0, 1)",
+        betas,
+    )
+    require(values["weight_decay"] >= 0, "model.weight_decay", "at least 0", values["weight_decay"])
+    for name in ("lr_decay_start", "lr_final_factor"):
+        require(0 <= values[name] <= 1, f"model.{name}", "in [0, 1]", values[name])
+    require(
+        values["max_normalizer_images"] >= 2,
+        "model.max_normalizer_images",
+        "at least 2 (N averages over pairs)",
+        values["max_normalizer_images"],
+    )
+    require(values["grid_images"] >= 0, "model.grid_images", "at least 0", values["grid_images"])
+    require(
+        values["nonfinite_loss"] in ("stop", "skip"),
+        "model.nonfinite_loss",
+        "'stop' or 'skip'",
+        values["nonfinite_loss"],
+    )
