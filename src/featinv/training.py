@@ -21,9 +21,9 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.strategies import DDPStrategy
 from torchmetrics import MeanMetric
 
+from featinv.adversarial import AdversarialTraining
 from featinv.callbacks import DataFaultCounter
 from featinv.checkpoint import check_resumable, featinv_entry
 from featinv.evaluation.metrics import (
@@ -34,7 +34,6 @@ from featinv.evaluation.metrics import (
 )
 from featinv.losses import (
     LossSettings,
-    discriminator_loss,
     feature_loss,
     generator_adversarial_loss,
     loss_networks,
@@ -46,7 +45,7 @@ from featinv.reliability import NonFiniteLossError, OptionError
 log = logging.getLogger(__name__)
 
 
-class InversionModule(L.LightningModule):
+class InversionModule(AdversarialTraining, L.LightningModule):
     """Train a decoder f to minimize ``||x - f(Phi(x))||^2`` (MSE, Eq. 3) with Adam, plus
     DeePSiM's feature and adversarial losses when ``loss`` weighs them.
 
@@ -125,22 +124,6 @@ class InversionModule(L.LightningModule):
         #: the honest constant baseline of the validation report (kept in checkpoints)
         self.train_image_sum: torch.Tensor | None = None
         self.train_image_count = 0
-
-    def setup(self, stage: str) -> None:
-        # The adversarial steps leave one network without gradients in each backward pass;
-        # DDP must be told to expect that (before it wraps the module, which is after this).
-        strategy = self.trainer.strategy if self._trainer is not None else None
-        if self.discriminator is None or not isinstance(strategy, DDPStrategy):
-            return
-        kwargs = getattr(strategy, "_ddp_kwargs", None)
-        if kwargs is None:
-            raise OptionError(
-                "model.loss.adversarial under DDP needs "
-                "--trainer.strategy=ddp_find_unused_parameters_true"
-            )
-        if not kwargs.get("find_unused_parameters"):
-            log.info("adversarial loss: DDP set to find_unused_parameters=True")
-            kwargs["find_unused_parameters"] = True
 
     def configure_callbacks(self) -> list[Callback]:
         # Counting corrupt samples is part of every run, however the Trainer was made (once:
@@ -263,7 +246,7 @@ class InversionModule(L.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         self._accumulate_train_images(batch["image"])
         if not self.automatic_optimization:
-            return self._adversarial_step(batch)
+            return self.adversarial_step(batch)
         images, features, reconstructions = self._reconstruct(batch)
         terms = self.loss_terms(images, features, reconstructions)
         loss = self.weighted(terms)
@@ -274,49 +257,6 @@ class InversionModule(L.LightningModule):
             self._log_terms(terms, len(images))
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
         return loss
-
-    def _adversarial_step(self, batch: dict[str, Any]) -> torch.Tensor:
-        """DeePSiM's alternation: a discriminator step, then a decoder step (Sect. 3).
-
-        Every decision (pause, skip) is taken on losses averaged over DDP processes, so all
-        processes take the same one. Both optimizers step on every batch (a step without
-        gradients leaves Adam's parameters and state as they are), so ``global_step`` counts
-        two per batch, as Lightning counts optimizer steps.
-        """
-        decoder_opt, discriminator_opt = self.optimizers()
-        images, features, reconstructions = self._reconstruct(batch)
-        target = match_size(images, tuple(reconstructions.shape[-2:]))
-        n = len(images)
-        mean = self.trainer.strategy.reduce  # a mean over processes; as is on one device
-        with self.toggled_optimizer(discriminator_opt):
-            fake = self.discriminator(reconstructions.detach().float(), features.float())
-            loss_d = discriminator_loss(self.discriminator(target, features.float()), fake)
-            loss_adv = generator_adversarial_loss(fake.detach())
-            both = mean(torch.stack([loss_d.detach(), loss_adv]), reduce_op="mean")
-            discriminator_opt.zero_grad(set_to_none=True)
-            # DeePSiM's safeguard: a discriminator that wins too easily pauses
-            paused = bool(both[0] < self.losses.discriminator.pause_ratio * both[1])
-            if paused:
-                self.discriminator_pauses += 1
-            elif not self._nonfinite(both[0], batch, "discriminator"):
-                self.manual_backward(loss_d)
-            discriminator_opt.step()
-            discriminator_opt.zero_grad(set_to_none=True)  # none left for the decoder's step
-        self.log("train/loss_discriminator", both[0], batch_size=n)
-        self.log("train/discriminator_paused", float(paused), batch_size=n)
-        with self.toggled_optimizer(decoder_opt):
-            terms = self.loss_terms(images, features, reconstructions)
-            loss = self.weighted(terms)
-            decoder_opt.zero_grad(set_to_none=True)
-            if not self._nonfinite(mean(loss.detach(), reduce_op="mean"), batch, "decoder"):
-                self.manual_backward(loss)
-            decoder_opt.step()
-            decoder_opt.zero_grad(set_to_none=True)
-        self.lr_schedulers().step()
-        self.log("train/loss", loss, prog_bar=True, batch_size=n)
-        self._log_terms(terms, n)
-        self.log("train/lr", decoder_opt.param_groups[0]["lr"])
-        return loss.detach()
 
     def _accumulate_train_images(self, images: torch.Tensor) -> None:
         total = images.detach().sum(dim=0, dtype=torch.float64)
