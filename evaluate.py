@@ -5,7 +5,7 @@
 See README.md ("Evaluating") and ``python evaluate.py --help``.
 """
 
-from featinv.evaluation.cli import main
+from featinv.cli.evaluate import main
 
 if __name__ == "__main__":
     main()

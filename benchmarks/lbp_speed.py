@@ -17,7 +17,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import best_time, feature_benchmark_args, photo_crops, print_gpu_figure
 
-from featinv.representations import LBP, rgb_to_grey
+from featinv.ops import rgb_to_grey
+from featinv.representations import LBP
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe_machine, photo_crops
 
-from featinv.cli import build_cli
+from featinv.cli.train import build_cli
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 LOSSES = {

@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe_machine, photo_crops
 
-from featinv.cli import build_cli
+from featinv.cli.train import build_cli
 from featinv.data.images import pixels_to_float
 from featinv.training import InversionModule
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from featinv.cli.common import quiet_library_warnings
 from featinv.data.bundled import TRAIN_PHOTOS, VAL_PHOTOS, photo_path
 from featinv.data.images import decode_rgb, resize_shorter_side, to_tensor
 from featinv.data.transforms import center_crop
-from featinv.quiet import quiet_library_warnings
 
 quiet_library_warnings()  # as the command line does: library notices that do not apply
 

@@ -16,7 +16,7 @@ import torch
 from lightning.pytorch.strategies import DDPStrategy
 
 from featinv import Inverter
-from featinv.cli import FeatinvCLI, build_cli
+from featinv.cli.train import FeatinvCLI, build_cli
 from featinv.data.images import pixels_to_float
 from tests.helpers import train_steps
 
@@ -119,7 +119,7 @@ def test_training_step_uses_features_that_arrive_with_the_batch(tmp_path):
     module = cli.model
     images = torch.rand(2, 3, 32, 32)
     features = torch.rand(2, 133, 8, 8)
-    _, used, reconstructions = module._reconstruct({"image": images, "features": features})
+    _, used, reconstructions = module.reconstruct_batch({"image": images, "features": features})
     assert used is features
     assert torch.equal(reconstructions, module.decoder(features))
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from featinv.cli import DEFAULT_CONFIG, main
+from featinv.cli.train import DEFAULT_CONFIG, main
 from featinv.decoders import build_decoder
 from featinv.losses import LossSettings
 from featinv.representations import AlexNet

@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 from scipy.io import savemat
 
-from featinv.convert_weights import ConversionError, convert, linear_weight, main
+from featinv.cli.convert_weights import main
 from featinv.representations import CNN
+from featinv.representations.matconvnet import ConversionError, convert, linear_weight
 
 #: VGG-M's first layers as imagenet-vgg-m.mat holds them (M&V Table 2): name, type, filters
 #: (H, W, C_in, C_out), stride, pad [top bottom left right].

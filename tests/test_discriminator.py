@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from featinv.discriminator import Discriminator
+from featinv.losses.discriminator import Discriminator
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,9 @@ from safetensors.torch import save_file
 
 from featinv import Inverter, UntrustedCheckpointError, load_checkpoint
 from featinv.checkpoint import NotAFeatinvCheckpointError
-from featinv.evaluation.cli import main as evaluate
-from featinv.export import export_decoder, main, read_exported
+from featinv.cli.evaluate import main as evaluate
+from featinv.cli.export import main
+from featinv.exported import export_decoder, read_exported
 from tests.helpers import malicious_checkpoint, trained_checkpoint
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -44,7 +45,7 @@ def test_a_pickle_that_runs_code_is_refused_everywhere_and_runs_nothing(tmp_path
         Inverter.load(path)
     with pytest.raises(SystemExit, match="refused"):
         evaluate(["--checkpoint", str(path), "--out", str(tmp_path / "e")])
-    from featinv.invert import main as invert
+    from featinv.cli.invert import main as invert
 
     with pytest.raises(SystemExit, match="refused"):
         invert(["--model", str(path), str(tmp_path), "--out", str(tmp_path / "i")])
@@ -126,7 +127,7 @@ def test_console_scripts_exit_zero_on_success(tmp_path):
     import sys
 
     code = (
-        "import sys; from featinv.export import console_main; "
+        "import sys; from featinv.cli.export import console_main; "
         f"sys.argv = ['featinv-export', {str(FIXTURES / 'hog-v0.1.0.ckpt')!r}, "
         f"{str(tmp_path / 'hog')!r}]; sys.exit(console_main())"
     )

@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from featinv import Inverter
-from featinv.export import export_decoder
-from featinv.invert import main
+from featinv.cli.invert import main
+from featinv.exported import export_decoder
 from tests.helpers import trained_checkpoint
 
 TINY = {"width": 8, "max_width": 8, "min_width": 8}

@@ -12,9 +12,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
 
 from featinv import Inverter
-from featinv.discriminator import Discriminator
-from featinv.evaluation.metrics import feature_error
 from featinv.losses import LossSettings, feature_loss
+from featinv.losses.discriminator import Discriminator
+from featinv.metrics import feature_error
 from featinv.reliability import NonFiniteLossError, OptionError
 from featinv.representations import build_representation
 from featinv.training import InversionModule

@@ -7,15 +7,13 @@ representation (``featinv.representations.available_representations()``).
 """
 
 from featinv import representations
-from featinv.checkpoint import (
-    NotAFeatinvCheckpointError,
-    UntrustedCheckpointError,
-    load_checkpoint,
-    save_checkpoint,
-)
+from featinv.checkpoint import load_checkpoint, save_checkpoint
+from featinv.exported import featinv_version
 from featinv.inverter import Inverter
+from featinv.reliability import NotAFeatinvCheckpointError, UntrustedCheckpointError
 
-__version__ = "0.1.0"
+#: The installed package's version (its metadata), the one exported files are stamped with.
+__version__ = featinv_version()
 
 __all__ = [
     "Inverter",

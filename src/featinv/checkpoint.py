@@ -16,22 +16,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from featinv.networks import build_networks
-from featinv.reliability import atomic_write
+from featinv.networks import load_networks
+from featinv.reliability import NotAFeatinvCheckpointError, UntrustedCheckpointError, atomic_write
 
 #: Written into every checkpoint so that loaders can tell a featinv checkpoint from others.
 CHECKPOINT_FORMAT = 1
 
 #: Hyper-parameters that fix the networks' shapes: a run resumes only with the same values.
 NETWORK_KEYS = ("representation", "representation_options", "image_size", "decoder_options")
-
-
-class NotAFeatinvCheckpointError(ValueError):
-    """The file is not a checkpoint written by featinv's trainer."""
-
-
-class UntrustedCheckpointError(NotAFeatinvCheckpointError):
-    """Loading the file would execute code named in its pickle; refused unless trusted."""
 
 
 #: What the refusal tells a user who trusts the file.
@@ -154,34 +146,27 @@ def check_resumable(checkpoint: dict[str, Any], hparams: dict[str, Any]) -> None
 
 
 def networks_from_checkpoint(
-    checkpoint: dict[str, Any],
+    checkpoint: dict[str, Any], origin: str = "the checkpoint"
 ) -> tuple[nn.Module, nn.Module, dict[str, Any]]:
     """Rebuild Phi and the decoder from a loaded checkpoint alone, with their weights.
 
     Phi's weights come from the checkpoint (fine-tuned ones, for an autoencoder), so a
-    weights file it was trained from need not exist here.
+    weights file it was trained from need not exist here. Phi may hold fewer weights than the
+    checkpoint (featinv 0.1.0 kept a whole AlexNet); every weight it has must be there.
     """
     hp = dict(checkpoint.get("hyper_parameters", {}))
-    representation, decoder = build_networks(
-        hp["representation"],
-        hp.get("representation_options"),
-        hp["image_size"],
-        hp.get("decoder_options"),
-        load_weights=False,
-    )
-    state = checkpoint["state_dict"]
-    decoder.load_state_dict(_part(state, "decoder."))
-    # Phi may hold fewer weights than the checkpoint: featinv 0.1.0 kept a whole torchvision
-    # AlexNet, while a network is now cut after its tapped layer. Every weight Phi has must
-    # be there; extra ones (of layers after the tap) are not used.
-    missing, _ = representation.load_state_dict(_part(state, "representation."), strict=False)
-    if missing:
-        raise NotAFeatinvCheckpointError(
-            f"the checkpoint lacks {len(missing)} weight(s) of its representation, e.g. "
-            f"{missing[0]!r}: it was written for other networks"
-        )
+    representation, decoder = load_networks(hp, checkpoint.get("state_dict", {}), origin)
     return representation, decoder, hp
 
 
-def _part(state: dict[str, Any], prefix: str) -> dict[str, Any]:
-    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "NETWORK_KEYS",
+    "NotAFeatinvCheckpointError",
+    "UntrustedCheckpointError",
+    "check_resumable",
+    "featinv_entry",
+    "load_checkpoint",
+    "networks_from_checkpoint",
+    "save_checkpoint",
+]

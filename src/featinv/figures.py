@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from featinv.evaluation.metrics import match_size
+from featinv.ops import match_size
 
 #: Smallest cell side in a figure, in pixels.
 MIN_CELL = 112

@@ -16,7 +16,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from featinv.baseline.hybrid import refine
 from featinv.checkpoint import load_checkpoint, networks_from_checkpoint
+from featinv.exported import networks_from_export
+from featinv.ops import match_size
 
 
 class Inverter(nn.Module):
@@ -56,7 +59,7 @@ class Inverter(nn.Module):
         needs more is refused unless ``trust_checkpoint`` (only for files you trust).
         """
         representation, decoder, hp = networks_from_checkpoint(
-            load_checkpoint(path, map_location="cpu", trust=trust_checkpoint)
+            load_checkpoint(path, map_location="cpu", trust=trust_checkpoint), str(path)
         )
         return cls(representation, decoder, hp["image_size"], hp).to(device)
 
@@ -75,8 +78,6 @@ class Inverter(nn.Module):
                 weights (a third party's network, e.g. AlexNet): the weights file to use.
         """
         if Path(path).suffix == ".safetensors":
-            from featinv.export import networks_from_export
-
             representation, decoder, hp = networks_from_export(path, representation_weights)
             return cls(representation, decoder, int(hp["image_size"]), hp).to(device)
         return cls.from_checkpoint(path, device, trust_checkpoint)
@@ -102,24 +103,25 @@ class Inverter(nn.Module):
         """Reconstructions of images: features and decoding in one pass."""
         return self.decode(self.features(images))
 
-    def refine(self, images_or_features: torch.Tensor, iterations: int = 50) -> torch.Tensor:
+    def refine(
+        self, images_or_features: torch.Tensor, iterations: int = 50, seed: int = 0
+    ) -> torch.Tensor:
         """Hybrid inversion: decode, then refine by Algorithm 1 towards the same features.
 
-        Takes images (``(B, 3, S, S)``, S the training size) or features of Phi's shape;
-        returns ``(B, 3, S, S)`` reconstructions in [0, 1]-range pixels (not clamped).
+        Takes images (``(B, 3, H, W)``) or features of Phi's shape at the training size S;
+        returns reconstructions at the images' size (``(B, 3, S, S)`` from features), in
+        [0, 1]-range pixels (not clamped).
         Feature error comes close to the optimization's at a fraction of its iterations
         (``featinv.baseline.hybrid``).
 
         Raises:
             ValueError: for a representation without gradients (LBP, SIFT).
         """
-        from featinv.baseline.hybrid import refine
-        from featinv.evaluation.metrics import match_size
-
         given = images_or_features.to(self.device, torch.float32)
         size = (self.image_size, self.image_size)
         is_features = tuple(given.shape[1:]) == tuple(self.representation.output_shape(size))
         features = given if is_features else self.features(given)
+        size = size if is_features else tuple(given.shape[-2:])
         start = match_size(self.decode(features).float(), size).clamp(0, 1)
         result = refine(
             self.representation,
@@ -127,5 +129,6 @@ class Inverter(nn.Module):
             images=None if is_features else given,
             features=features if is_features else None,
             iterations=iterations,
+            seed=seed,
         )
         return result.reconstructions

@@ -1,6 +1,8 @@
-"""What keeps long runs safe and their errors clear: atomic writes, option checks, quiet warnings.
+"""What keeps long runs safe and their errors clear: the error classes every layer raises,
+option checks, atomic writes, warnings that do not flood.
 
-No Lightning here: representations and data code use these too.
+The ground floor of featinv (with ``featinv.ops``): it imports nothing of featinv's and no
+Lightning, so every layer may use it.
 """
 
 from __future__ import annotations
@@ -8,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -20,6 +22,15 @@ class OptionError(ValueError):
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; nothing was saved from the bad step."""
+
+
+class NotAFeatinvCheckpointError(ValueError):
+    """The file is not a decoder file featinv wrote (a checkpoint or an exported file), or it
+    does not fit the networks its configuration describes."""
+
+
+class UntrustedCheckpointError(NotAFeatinvCheckpointError):
+    """Loading the file would execute code it names; refused unless the user trusts it."""
 
 
 @contextmanager
@@ -61,14 +72,3 @@ def warn_sometimes(logger: logging.Logger, count: int, message: str, *args: Any)
     """
     if count in (1, 10, 100, 1000) or (count > 0 and count % 10000 == 0):
         logger.warning(message, *args)
-
-
-def console_script(main: Callable[[], object]) -> Callable[[], None]:
-    """A console-script entry point for ``main``: its return value (a report, a path) would
-    otherwise become the process's exit status."""
-
-    def run() -> None:
-        main()
-
-    run.__doc__ = f"Console script of ``{main.__module__}.{main.__name__}``."
-    return run

@@ -11,8 +11,8 @@ from PIL import Image
 from featinv import Inverter
 from featinv.baseline import OptimizationInverter, hybrid_inverter, refine
 from featinv.baseline.hybrid import C_FACTOR, LR_FACTOR
-from featinv.evaluation.cli import main as evaluate
-from featinv.evaluation.metrics import feature_error
+from featinv.cli.evaluate import main as evaluate
+from featinv.metrics import feature_error
 from featinv.representations import HOG, LBP
 from tests.helpers import trained_checkpoint
 

@@ -16,7 +16,7 @@ from featinv.data.images import (
     encode_image,
     scale_saturation,
 )
-from featinv.representations.base import rgb_to_grey
+from featinv.ops import rgb_to_grey
 
 
 def _png(image: Image.Image, fmt: str = "PNG") -> bytes:

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from featinv.data.shard_writer import PROGRESS_DIR, main, write_shards
+from featinv.cli.shards import main
+from featinv.data.shard_writer import PROGRESS_DIR, write_shards
 from featinv.data.shards import shard_pipeline
 from featinv.data.transforms import EvalTransform
 
@@ -153,7 +154,7 @@ def test_killed_midway_and_rerun_gives_the_shards_of_an_uninterrupted_run(tmp_pa
     # SIFT keypoints make each shard slow enough (~0.2 s) for the kill to land midway.
     args = [str(source), "--size", "256", "--samples-per-shard", "2", "--features", "sift"]
     out = tmp_path / "killed"
-    command = [sys.executable, "-m", "featinv.data.shard_writer", *args[:1], str(out), *args[1:]]
+    command = [sys.executable, "-m", "featinv.cli.shards", *args[:1], str(out), *args[1:]]
     process = subprocess.Popen(
         [*command, "--workers", "2"],
         stdout=subprocess.DEVNULL,

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from featinv.evaluation.cli import main
+from featinv.cli.evaluate import main
 from tests.helpers import trained_checkpoint
 
 METHOD_KEYS = {

@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 
-from featinv.analysis import (
+from featinv.cli.evaluate import main
+from featinv.evaluation.analysis import (
     HistogramSampler,
     TruncatedGaussianSampler,
     binarize,
@@ -17,7 +18,6 @@ from featinv.analysis import (
     interpolate,
     top5_variants,
 )
-from featinv.evaluation.cli import main
 from tests.helpers import trained_checkpoint
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from featinv.evaluation import (
+from featinv.metrics import (
     NormalizedErrorMetric,
     SharpnessMetric,
     feature_error,

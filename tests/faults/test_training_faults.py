@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from featinv import Inverter, NotAFeatinvCheckpointError
-from featinv.callbacks import AtomicCheckpointIO
-from featinv.cli import build_cli, main
+from featinv.cli.evaluate import main as evaluate
+from featinv.cli.train import build_cli, main
 from featinv.data.datamodule import InversionDataModule
-from featinv.evaluation.cli import main as evaluate
 from featinv.reliability import NonFiniteLossError
 from featinv.representations import AlexNet
 from featinv.training import InversionModule
+from featinv.training.callbacks import AtomicCheckpointIO
 from tests.helpers import add_member, trained_checkpoint
 
 TINY = {"width": 8, "max_width": 8, "min_width": 8}

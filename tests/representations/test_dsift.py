@@ -8,7 +8,8 @@ import torch
 
 from featinv.data.images import resize_shorter_side
 from featinv.data.transforms import center_crop
-from featinv.representations import DSIFT, build_representation, rgb_to_grey
+from featinv.ops import rgb_to_grey
+from featinv.representations import DSIFT, build_representation
 from featinv.representations.dsift import dsift_features
 from tests.vlfeat_reference import needs_vlfeat, vlfeat_dsift
 

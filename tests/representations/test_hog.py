@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from featinv.ops import GREY_WEIGHTS
 from featinv.representations import HOG, build_representation, hog_features
-from featinv.representations.base import GREY_WEIGHTS
 from tests.representations.hog_reference import reference_hog
 
 SIZES = [(64, 64), (100, 77), (123, 130), (37, 45)]

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from featinv.data.images import resize_shorter_side
-from featinv.representations import LBP, build_representation, rgb_to_grey
+from featinv.ops import rgb_to_grey
+from featinv.representations import LBP, build_representation
 from featinv.representations.lbp import lbp_codes, uniform_mapping
 from tests.representations.lbp_reference import reference_bits, reference_class, reference_lbp
 

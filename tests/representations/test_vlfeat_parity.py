@@ -8,7 +8,8 @@ import torch
 
 from featinv.data.images import resize_shorter_side
 from featinv.data.transforms import center_crop
-from featinv.representations import HOG, LBP, rgb_to_grey
+from featinv.ops import rgb_to_grey
+from featinv.representations import HOG, LBP
 from tests.vlfeat_reference import needs_vlfeat, vlfeat_hog, vlfeat_lbp
 
 pytestmark = needs_vlfeat

@@ -2,7 +2,7 @@
 hybrid inversion (a decoder's reconstruction refined by it)."""
 
 from featinv.baseline.hybrid import hybrid_inverter, refine
-from featinv.baseline.inverter import (
+from featinv.baseline.optimization import (
     BaselineOptions,
     InversionResult,
     OptimizationInverter,

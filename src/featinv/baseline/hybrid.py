@@ -7,11 +7,9 @@ optimization's while the image stays close to the decoder's.
 
 Algorithm 1's constants were tuned for a start from noise. From a good start the step must be
 small and the regularizers matter less, so the refinement uses eta = ``LR_FACTOR`` x eta_0
-and C = ``C_FACTOR`` x the paper's C for the representation. Measured on the bundled
-validation photos and on 29 photographs from outside the project (64 px, the default HOG
-decoder), sweeping 25-75 iterations, eta factors 0.005-1 and C factors 1-5: with these values
-and 50 iterations (1/6 of the baseline's 300), the feature error is at or below the 300-iteration
-baseline's and the image error within 0.01 of the decoder's (README, "Hybrid inversion").
+and C = ``C_FACTOR`` x the paper's C for the representation, for ``ITERATIONS`` iterations
+(1/6 of the baseline's 300); how they were chosen, with the sweep and its command, is in
+docs/baseline.md.
 """
 
 from __future__ import annotations
@@ -20,7 +18,7 @@ from typing import Any
 
 import torch
 
-from featinv.baseline.inverter import BaselineOptions, InversionResult, OptimizationInverter
+from featinv.baseline.optimization import BaselineOptions, InversionResult, OptimizationInverter
 from featinv.representations.base import Representation
 
 #: Iterations of the refinement (the baseline runs 300).

@@ -16,7 +16,7 @@ import simplejpeg
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from featinv.representations.base import GREY_WEIGHTS, rgb_to_grey
+from featinv.ops import GREY_WEIGHTS, rgb_to_grey
 
 #: File extensions treated as images when scanning folders (compared lower-case).
 IMAGE_EXTENSIONS = frozenset(

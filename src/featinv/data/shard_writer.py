@@ -18,9 +18,7 @@ The writer is built for ImageNet's 1.28M files:
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import io
 import json
 import logging
 from collections import Counter
@@ -38,7 +36,12 @@ from tqdm.auto import tqdm
 from featinv.data.images import CorruptImageError, decode_rgb, encode_image, resize_shorter_side
 from featinv.data.sources import SourceImage, find_sources
 from featinv.reliability import atomic_write
-from featinv.representations.sift import detect_sift, grey_255, pack_keypoints
+from featinv.representations import (
+    Representation,
+    available_representations,
+    build_representation,
+    representation_class,
+)
 
 log = logging.getLogger(__name__)
 
@@ -106,20 +109,33 @@ class ShardJob:
     classes: tuple[str, ...]
 
 
-def sift_npz(rgb: np.ndarray) -> bytes:
-    """SIFT keypoints of the pixels a reader will decode, as ``.npz`` bytes."""
-    buffer = io.BytesIO()
-    np.savez(buffer, **pack_keypoints(*detect_sift(grey_255(rgb))))
-    return buffer.getvalue()
+def storing_representation(name: str) -> Representation:
+    """The loader representation ``name``, which stores per-image features in shards.
+
+    Raises:
+        ValueError: an unknown name, or one that stores nothing, naming those that do.
+    """
+    able = [
+        n
+        for n in available_representations()
+        if representation_class(n).runs_in_loader and representation_class(n).stored_field
+    ]
+    if name not in able:
+        raise ValueError(
+            f"features must name a representation computed in the loader "
+            f"({', '.join(able) or 'none'}), got {name!r}"
+        )
+    return build_representation(name)
 
 
 def _encode_sample(image: SourceImage, job: ShardJob) -> dict[str, Any]:
     array = resize_shorter_side(decode_rgb(image.path), job.size)
     encoded = encode_image(array, job.image_format, job.quality)
     sample: dict[str, Any] = {"__key__": image.key, job.image_format: encoded}
-    if job.features == "sift":
-        # keypoints of the decoded stored pixels, exactly what the reader will crop
-        sample["sift.npz"] = sift_npz(decode_rgb(encoded))
+    if job.features is not None:
+        # features of the decoded stored pixels, exactly what the reader will crop
+        phi = storing_representation(job.features)
+        sample[phi.stored_field] = phi.encode_stored(decode_rgb(encoded))
     if image.label is not None:
         sample["cls"] = str(image.label).encode()
     return sample
@@ -224,14 +240,15 @@ def write_shards(
         quality: JPEG quality of the stored images.
         progress: show a progress bar (shards done, of all).
         image_format: ``"jpg"`` (compact, the default) or ``"png"`` (lossless).
-        features: ``"sift"`` also stores VLFeat SIFT keypoints (``key.sift.npz``), computed
-            once here instead of in every epoch's loader workers.
+        features: the name of a loader representation whose per-image data is stored too
+            (``"sift"``: VLFeat keypoints as ``key.sift.npz``), computed once here instead of
+            in every epoch's loader workers.
         workers: processes writing shards at the same time.
         labels_file: labels of a flat folder (see ``featinv.data.sources``).
         classes: class names to index the labels by (list or ``classes.json``).
     """
-    if features not in (None, "sift"):
-        raise ValueError(f"features must be None or 'sift', got {features!r}")
+    if features is not None:
+        storing_representation(features)
     if image_format not in ("jpg", "png"):
         raise ValueError(f"image format must be 'jpg' or 'png', got {image_format!r}")
     if samples_per_shard < 1 or workers < 1:
@@ -336,59 +353,3 @@ def write_samples(
             sink.write(sample)
         count = sink.shard
     return [str(out / f"{prefix}-{i:06d}.tar") for i in range(count)]
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``featinv-shards SRC OUT``: write an image folder into webdataset shards."""
-    parser = argparse.ArgumentParser(
-        prog="featinv-shards",
-        description="Write an image folder (ImageNet train or val) into webdataset tar shards. "
-        "Rerun the same command to resume an interrupted run.",
-    )
-    parser.add_argument("source", help="image folder: class folders, or flat (with --labels)")
-    parser.add_argument("output", help="folder for the .tar shards")
-    parser.add_argument("--size", type=int, default=256, help="shorter side of stored images")
-    parser.add_argument("--samples-per-shard", type=int, default=1000)
-    parser.add_argument("--prefix", default="shard")
-    parser.add_argument("--quality", type=int, default=95, help="JPEG quality")
-    parser.add_argument("--format", default="jpg", choices=["jpg", "png"], help="stored format")
-    parser.add_argument(
-        "--features", choices=["sift"], default=None, help="also store SIFT keypoints per image"
-    )
-    parser.add_argument(
-        "--workers", type=int, default=1, help="processes writing shards in parallel"
-    )
-    parser.add_argument(
-        "--labels",
-        default=None,
-        help="labels of a flat folder: 'NAME LABEL' lines or LOC_val_solution.csv",
-    )
-    parser.add_argument(
-        "--classes",
-        default=None,
-        help="classes.json of the training shards, so labels get the training indices",
-    )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    try:
-        summary = write_shards(
-            args.source,
-            args.output,
-            size=args.size,
-            samples_per_shard=args.samples_per_shard,
-            prefix=args.prefix,
-            quality=args.quality,
-            image_format=args.format,
-            features=args.features,
-            workers=args.workers,
-            labels_file=args.labels,
-            classes=args.classes,
-        )
-    except (FileNotFoundError, ValueError) as error:
-        parser.exit(2, f"featinv-shards: error: {error}\n")
-    print(summary)
-    print(f"summary: {Path(args.output) / 'summary.json'}")
-
-
-if __name__ == "__main__":
-    main()

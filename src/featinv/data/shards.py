@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import glob
-import io
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +27,7 @@ from featinv.data.images import (
 from featinv.data.procedural import SyntheticMix, TextureBank
 from featinv.data.transforms import Box, EvalTransform, TrainTransform
 from featinv.reliability import warn_sometimes
-from featinv.representations.sift import SparseSIFT
+from featinv.representations import Representation
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +68,15 @@ class SampleDecoder:
     Corrupt samples become ``None``; they are logged with their shard and key and counted in
     ``skipped`` (per loader worker), so one bad file in a million never stops a run.
 
-    For a representation that runs in the loader (SIFT), the features of the crop are added:
-    moved from the keypoints stored in the shard (``key.sift.npz``) when the crop is a plain
-    window of the stored image, computed on the crop otherwise (flipped or resized crops).
+    For a representation that runs in the loader (SIFT), the features of the crop are added by
+    the representation, from what it stored in the shard (``key.sift.npz`` for SIFT) when the
+    crop is a plain window of the stored image, computed on the crop otherwise.
     """
 
     def __init__(
         self,
         transform: TrainTransform | EvalTransform,
-        loader_representation: SparseSIFT | None = None,
+        loader_representation: Representation | None = None,
     ) -> None:
         self.transform = transform
         self.loader_representation = loader_representation
@@ -123,27 +122,17 @@ class SampleDecoder:
 
     def _loader_features(self, sample: dict[str, Any], crop: np.ndarray, box: Box) -> np.ndarray:
         phi = self.loader_representation
-        stored = sample.get("sift.npz")
-        if stored is not None and box.scale == 1.0 and not box.flipped:
-            try:
-                with np.load(io.BytesIO(stored)) as keypoints:
-                    frames = keypoints["frames"].copy()
-                    descriptors = keypoints["descriptors"]
-            except (OSError, ValueError, KeyError) as error:
-                log.warning(
-                    "unreadable stored SIFT of %s (%s): recomputed", sample["__key__"], error
-                )
-            else:
-                frames[:, 0] -= box.top
-                frames[:, 1] -= box.left
-                return phi.map_from_keypoints(frames, descriptors, *crop.shape[:2])
-        return phi.map_of_image(crop)
+        stored = sample.get(phi.stored_field) if phi.stored_field else None
+        plain = box.scale == 1.0 and not box.flipped
+        window = (box.top, box.left) if plain else None
+        return phi.loader_features(crop, stored, window, sample.get("__key__", "?"))
 
     def generated(self, image: np.ndarray, key: str) -> dict[str, Any]:
         """A sample for an image made in the loader (procedural), with loader features."""
         out = {"image": image, "label": -1, "key": key}
         if self.loader_representation is not None:
-            out["features"] = torch.from_numpy(self.loader_representation.map_of_image(image))
+            features = self.loader_representation.loader_features(image, key=key)
+            out["features"] = torch.from_numpy(features)
         return out
 
     def collate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -221,7 +210,7 @@ def shard_pipeline(
     train: bool,
     shuffle_buffer: int = 1000,
     seed: int | None = None,
-    loader_representation: SparseSIFT | None = None,
+    loader_representation: Representation | None = None,
     synthetic: SyntheticMix | None = None,
 ) -> wds.WebDataset | EvaluationPass:
     """A batched webdataset pipeline over shards.

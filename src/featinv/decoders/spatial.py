@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from featinv.decoders.blocks import activated, conv, upconv
-from featinv.representations.base import as_pair
+from featinv.ops import as_pair
 
 
 def _halvings(size: int, target: int) -> int:

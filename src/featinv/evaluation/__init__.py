@@ -1,39 +1,10 @@
-"""Scoring reconstructions: metrics, the methods ``evaluate.py`` compares, reports, analyses.
+"""Scoring reconstructions: the methods ``evaluate.py`` compares, reports, analyses.
 
-* ``metrics``: normalized reconstruction error, feature error, colour cast, sharpness,
-  PSNR, SSIM, and the streaming metrics the trainer validates with;
-* ``methods``: a trained decoder or the optimization baseline as one thing to score;
+* ``methods``: a trained decoder, the optimization baseline or hybrid inversion as one thing
+  to score, and the scoring of several on the same photos (metrics: ``featinv.metrics``);
 * ``reports``: ``report.json``, ``report.md`` and the PNG figures;
 * ``experiments``: the paper's analyses on one checkpoint (Sect. 4.3-4.5);
-* ``cli``: ``python evaluate.py`` / ``featinv-evaluate``.
+* ``analysis``: the pure functions behind them (binarize, dropout, interpolate, samplers).
+
+The command is ``featinv.cli.evaluate`` (``python evaluate.py`` / ``featinv-evaluate``).
 """
-
-from featinv.evaluation.metrics import (
-    NormalizedErrorMetric,
-    SharpnessMetric,
-    colour_cast,
-    feature_error,
-    match_size,
-    mean_colours,
-    mean_pairwise_distance,
-    normalized_reconstruction_error,
-    psnr,
-    reconstruction_distances,
-    sharpness,
-    ssim,
-)
-
-__all__ = [
-    "NormalizedErrorMetric",
-    "SharpnessMetric",
-    "colour_cast",
-    "feature_error",
-    "match_size",
-    "mean_colours",
-    "mean_pairwise_distance",
-    "normalized_reconstruction_error",
-    "psnr",
-    "reconstruction_distances",
-    "sharpness",
-    "ssim",
-]

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from featinv.analysis import (
+from featinv.evaluation.analysis import (
     PERTURBATIONS,
     HistogramSampler,
     TruncatedGaussianSampler,
@@ -19,13 +19,13 @@ from featinv.analysis import (
     interpolate,
     top5_variants,
 )
-from featinv.evaluation.metrics import (
-    match_size,
+from featinv.figures import save_comparison_grid
+from featinv.inverter import Inverter
+from featinv.metrics import (
     mean_pairwise_distance,
     normalized_reconstruction_error,
 )
-from featinv.figures import save_comparison_grid
-from featinv.inverter import Inverter
+from featinv.ops import match_size
 
 EXPERIMENTS = ("perturb", "interpolate", "sample", "top5")
 

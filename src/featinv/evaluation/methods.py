@@ -21,16 +21,17 @@ from tqdm.auto import tqdm
 
 from featinv.baseline import OptimizationInverter, hybrid_inverter
 from featinv.data.transforms import EvalTransform
-from featinv.evaluation.metrics import (
+from featinv.inverter import Inverter
+from featinv.metrics import (
     feature_error,
-    match_size,
     mean_pairwise_distance,
     normalized_reconstruction_error,
     psnr,
     sharpness,
     ssim,
 )
-from featinv.inverter import Inverter
+from featinv.ops import match_size
+from featinv.reliability import OptionError
 from featinv.representations import Representation, build_representation, representation_class
 
 
@@ -87,13 +88,10 @@ def hybrid_method(
         ValueError: for a representation without gradients, naming the reason.
     """
     inverter = Inverter.load(checkpoint, device=device, trust_checkpoint=trust_checkpoint)
-    refiner = hybrid_inverter(inverter.representation, iterations)
+    refiner = hybrid_inverter(inverter.representation, iterations)  # also checks gradients
 
     def invert(images: torch.Tensor) -> torch.Tensor:
-        start = match_size(inverter.reconstruct(images).float(), tuple(images.shape[-2:]))
-        return refiner.invert(
-            images, init=start.clamp(0, 1), seed=seed, progress=False
-        ).reconstructions
+        return inverter.refine(images, iterations, seed=seed)
 
     return Method(
         name=f"hybrid/{Path(checkpoint).parent.name}/{Path(checkpoint).stem}",
@@ -225,3 +223,72 @@ def score_methods(
             }
             method.reconstructions = recon.cpu()
     return groups
+
+
+def build_methods(
+    checkpoints: list[str],
+    representations: list[str],
+    baseline: bool,
+    device: torch.device,
+    image_size: int | None = None,
+    layer: str | None = None,
+    weights: str | None = None,
+    architecture: str | None = None,
+    baseline_iterations: int = 300,
+    seed: int = 0,
+    hybrid_iterations: int | None = None,
+    trust_checkpoint: bool = False,
+) -> tuple[list[Method], list[str]]:
+    """Decoders from ``checkpoints``; with ``baseline``, the optimization baseline on their
+    representations and on each name in ``representations``; with ``hybrid_iterations``,
+    each checkpoint's reconstructions refined by that many Algorithm 1 iterations."""
+    methods = [learned_method(path, device, image_size, trust_checkpoint) for path in checkpoints]
+    _name_apart(methods, checkpoints)
+    notes: list[str] = []
+    if hybrid_iterations is not None:
+        if not checkpoints:
+            raise OptionError("--hybrid refines a decoder's output: give --checkpoint PATH")
+        for learned, path in zip(list(methods), checkpoints, strict=True):
+            try:
+                hybrid = hybrid_method(path, device, hybrid_iterations, seed, trust_checkpoint)
+            except ValueError as error:  # a representation without gradients
+                raise OptionError(f"--hybrid: {error}") from None
+            hybrid.name = f"hybrid/{learned.name}"
+            methods.append(hybrid)
+    if baseline:
+        targets = [(m.representation, m.image_size) for m in methods]
+        for name in representations:
+            try:
+                phi = representation_for_baseline(name, device, layer, weights, architecture)
+            except ValueError as error:  # an unknown name, layer or network
+                raise OptionError(f"--representation {name}: {error}") from None
+            targets.append((phi, image_size or phi.default_image_size))
+        if not targets:
+            raise OptionError("--baseline needs a --checkpoint or a --representation to invert")
+        found, notes = baseline_methods(targets, baseline_iterations, seed)
+        methods += found
+    elif representations:
+        raise OptionError("--representation names what --baseline inverts: add --baseline")
+    if not methods:
+        raise OptionError("nothing to evaluate: give --checkpoint PATH and/or --baseline")
+    sizes = sorted({m.image_size for m in methods})
+    if len(sizes) > 1:
+        notes.append(
+            f"methods were trained at different image sizes ({', '.join(map(str, sizes))}): "
+            "each is evaluated at its own size, with its own normalizer N"
+        )
+    return methods, notes
+
+
+def _name_apart(methods: list[Method], paths: list[str]) -> None:
+    """Name decoders by as many trailing path parts as it takes to tell them apart (runs
+    of one representation in several folders all end in ``hog/best``)."""
+    parts = [Path(p).with_suffix("").parts for p in paths]
+    for depth in range(2, max((len(p) for p in parts), default=0) + 1):
+        names = ["/".join(p[-depth:]) for p in parts]
+        if len(set(names)) == len(names):
+            break
+    else:
+        return
+    for method, name in zip(methods, names, strict=True):
+        method.name = name

@@ -7,7 +7,6 @@ from featinv.representations.base import (
     build_representation,
     register,
     representation_class,
-    rgb_to_grey,
 )
 from featinv.representations.cnn import CNN
 from featinv.representations.dsift import DSIFT, dsift_features
@@ -30,5 +29,4 @@ __all__ = [
     "lbp_features",
     "register",
     "representation_class",
-    "rgb_to_grey",
 ]

@@ -9,20 +9,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
-
-#: Luma weights of MATLAB's ``rgb2gray`` (ITU-R BT.601), which VLFeat's MATLAB examples --
-#: and so the papers -- used to make the grey input of HOG, LBP and SIFT.
-GREY_WEIGHTS = (0.2989, 0.5870, 0.1140)
-
-
-def rgb_to_grey(images: torch.Tensor) -> torch.Tensor:
-    """Convert RGB images ``(B, 3, H, W)`` to grey ``(B, 1, H, W)`` with MATLAB's weights."""
-    if images.shape[1] == 1:
-        return images
-    weights = images.new_tensor(GREY_WEIGHTS).view(1, 3, 1, 1)
-    return (images * weights).sum(dim=1, keepdim=True)
 
 
 def check_images(images: torch.Tensor, min_size: int, name: str) -> None:
@@ -64,6 +53,9 @@ class Representation(nn.Module):
     default_image_size: ClassVar[int] = 64
     #: For a network tapped at one of several layers: the layers, input to output.
     layers: ClassVar[tuple[str, ...]] = ()
+    #: For one that runs in the loader: the shard field (``KEY.FIELD``) holding what it stores
+    #: per image (``featinv-shards --features NAME``); ``None``: it stores nothing.
+    stored_field: ClassVar[str | None] = None
 
     @property
     def label(self) -> str:
@@ -96,6 +88,28 @@ class Representation(nn.Module):
     def decoder_defaults(self, image_size: int | tuple[int, int]) -> dict[str, Any]:
         """Decoder options this representation's paper architecture needs (users override)."""
         return {}
+
+    def encode_stored(self, rgb: np.ndarray) -> bytes:
+        """What the shard writer stores under ``stored_field`` for one ``(H, W, 3)`` uint8
+        image: computed once there instead of in every epoch's loader workers."""
+        raise NotImplementedError(f"{self.label} stores nothing in shards")
+
+    def loader_features(
+        self,
+        crop: np.ndarray,
+        stored: bytes | None = None,
+        window: tuple[int, int] | None = None,
+        key: str = "?",
+    ) -> np.ndarray:
+        """The features of a loader's ``(H, W, 3)`` uint8 crop (loader representations).
+
+        Args:
+            stored: what ``encode_stored`` wrote for the whole image, if the shard has it.
+            window: ``(top, left)`` of the crop in that image when the crop is a plain
+                window of it (not resized, not flipped); ``None`` otherwise.
+            key: the sample's key, for messages.
+        """
+        raise NotImplementedError(f"{self.label} is computed on the device, not in the loader")
 
     def baseline_defaults(self) -> dict[str, Any]:
         """Options of the optimization baseline that Mahendran & Vedaldi set per
@@ -157,11 +171,3 @@ def build_representation(name: str, *, load_weights: bool = True, **options: Any
     if cls.loads_weights:
         options["load_weights"] = load_weights
     return cls(**options)
-
-
-def as_pair(size: int | tuple[int, int]) -> tuple[int, int]:
-    """``(height, width)`` from an int or a pair."""
-    if isinstance(size, int):
-        return size, size
-    height, width = size
-    return int(height), int(width)

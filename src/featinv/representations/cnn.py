@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from featinv.ops import as_pair
 from featinv.representations.architectures import (
     ARCHITECTURES,
     TORCHVISION,
@@ -40,7 +41,7 @@ from featinv.representations.architectures import (
     PaddedMaxPool,
     normalization_from,
 )
-from featinv.representations.base import Representation, as_pair, check_images, register
+from featinv.representations.base import Representation, check_images, register
 
 log = logging.getLogger(__name__)
 

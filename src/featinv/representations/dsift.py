@@ -27,13 +27,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from featinv.representations.base import (
-    Representation,
-    as_pair,
-    check_images,
-    register,
-    rgb_to_grey,
-)
+from featinv.ops import as_pair, rgb_to_grey
+from featinv.representations.base import Representation, check_images, register
 
 NUM_ORIENTATIONS = 8
 NUM_BINS = 4

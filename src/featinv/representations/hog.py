@@ -15,13 +15,8 @@ from typing import Any
 
 import torch
 
-from featinv.representations.base import (
-    Representation,
-    as_pair,
-    check_images,
-    register,
-    rgb_to_grey,
-)
+from featinv.ops import as_pair, rgb_to_grey
+from featinv.representations.base import Representation, check_images, register
 from featinv.representations.binning import bilinear_cell_histogram
 
 #: Step 6: the truncation threshold of every normalized histogram value.

@@ -11,13 +11,8 @@ from typing import Any
 
 import torch
 
-from featinv.representations.base import (
-    Representation,
-    as_pair,
-    check_images,
-    register,
-    rgb_to_grey,
-)
+from featinv.ops import as_pair, rgb_to_grey
+from featinv.representations.base import Representation, check_images, register
 from featinv.representations.binning import bilinear_cell_histogram
 
 #: Step 2: neighbour k as (dy, dx), bit k set iff the neighbour is strictly greater than the

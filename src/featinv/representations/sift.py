@@ -14,6 +14,7 @@ shards (``featinv-shards --features sift``), never inside the training step.
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 from typing import Any, ClassVar
@@ -21,14 +22,9 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from featinv.ops import GREY_WEIGHTS, as_pair
 from featinv.reliability import warn_sometimes
-from featinv.representations.base import (
-    GREY_WEIGHTS,
-    Representation,
-    as_pair,
-    check_images,
-    register,
-)
+from featinv.representations.base import Representation, check_images, register
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +121,7 @@ class SparseSIFT(Representation):
     differentiable = False
     runs_in_loader = True
     min_image_size: ClassVar[int] = 16
+    stored_field: ClassVar[str | None] = "sift.npz"
 
     def __init__(self, cell: int = 4, seed: int = 0) -> None:
         super().__init__()
@@ -161,6 +158,34 @@ class SparseSIFT(Representation):
         """The grid map of one ``(H, W, 3)`` uint8 image (what loader workers call)."""
         frames, descriptors = detect_sift(grey_255(rgb))
         return self.map_from_keypoints(frames, descriptors, *rgb.shape[:2])
+
+    def encode_stored(self, rgb: np.ndarray) -> bytes:
+        """SIFT keypoints of the pixels a reader will decode, as ``.npz`` bytes."""
+        buffer = io.BytesIO()
+        np.savez(buffer, **pack_keypoints(*detect_sift(grey_255(rgb))))
+        return buffer.getvalue()
+
+    def loader_features(
+        self,
+        crop: np.ndarray,
+        stored: bytes | None = None,
+        window: tuple[int, int] | None = None,
+        key: str = "?",
+    ) -> np.ndarray:
+        """The crop's map: moved from the keypoints stored for the whole image when the crop
+        is a plain window of it, computed on the crop otherwise (flipped or resized crops)."""
+        if stored is not None and window is not None:
+            try:
+                with np.load(io.BytesIO(stored), allow_pickle=False) as keypoints:
+                    frames = keypoints["frames"].copy()
+                    descriptors = keypoints["descriptors"]
+            except (OSError, ValueError, KeyError) as error:
+                log.warning("unreadable stored SIFT of %s (%s): recomputed", key, error)
+            else:
+                frames[:, 0] -= window[0]
+                frames[:, 1] -= window[1]
+                return self.map_from_keypoints(frames, descriptors, *crop.shape[:2])
+        return self.map_of_image(crop)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Maps of a batch (CPU, one image at a time; for evaluation, not training steps)."""

@@ -2,14 +2,15 @@
 
 The objective is MSE by default (CVPR 2016, Eq. 3); ``loss`` adds DeePSiM's feature and
 adversarial terms (NIPS 2016, ``featinv.losses``). With an adversarial term the module
-optimizes manually: a discriminator step, then a decoder step, each with its own Adam.
+optimizes manually: a discriminator step, then a decoder step, each with its own Adam
+(``featinv.training.adversarial``).
 
 It is thin on purpose: it takes plain values, builds the representation and the decoder by
 name, and saves those values with ``save_hyperparameters()``, so a checkpoint describes
 itself and ``featinv.Inverter.from_checkpoint`` rebuilds the networks without Lightning.
 Batches arrive as float images in [0, 1] (``InversionDataModule`` converts the loaders'
 uint8 on the device); data-fault counts, the reconstruction grid and the end-of-run summary
-are callbacks (``featinv.callbacks``).
+are callbacks (``featinv.training.callbacks``).
 """
 
 from __future__ import annotations
@@ -23,29 +24,25 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from torchmetrics import MeanMetric
 
-from featinv.adversarial import AdversarialTraining
-from featinv.callbacks import DataFaultCounter
 from featinv.checkpoint import check_resumable, featinv_entry
-from featinv.evaluation.metrics import (
-    NormalizedErrorMetric,
-    SharpnessMetric,
-    feature_error,
-    match_size,
-)
 from featinv.losses import (
     LossSettings,
     feature_loss,
     generator_adversarial_loss,
     loss_networks,
 )
-from featinv.model_options import check_model_options, linear_decay
+from featinv.metrics import NormalizedErrorMetric, SharpnessMetric, feature_error
 from featinv.networks import build_networks
+from featinv.ops import match_size
 from featinv.reliability import NonFiniteLossError, OptionError
+from featinv.training.adversarial import adversarial_step, allow_unused_parameters
+from featinv.training.callbacks import DataFaultCounter
+from featinv.training.options import check_model_options, linear_decay
 
 log = logging.getLogger(__name__)
 
 
-class InversionModule(AdversarialTraining, L.LightningModule):
+class InversionModule(L.LightningModule):
     """Train a decoder f to minimize ``||x - f(Phi(x))||^2`` (MSE, Eq. 3) with Adam, plus
     DeePSiM's feature and adversarial losses when ``loss`` weighs them.
 
@@ -125,6 +122,10 @@ class InversionModule(AdversarialTraining, L.LightningModule):
         self.train_image_sum: torch.Tensor | None = None
         self.train_image_count = 0
 
+    def setup(self, stage: str) -> None:
+        if self.discriminator is not None:
+            allow_unused_parameters(self.trainer.strategy)
+
     def configure_callbacks(self) -> list[Callback]:
         # Counting corrupt samples is part of every run, however the Trainer was made (once:
         # a later validate() on the same Trainer keeps the counter it has).
@@ -170,7 +171,7 @@ class InversionModule(AdversarialTraining, L.LightningModule):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.decoder(features)
 
-    def _reconstruct(
+    def reconstruct_batch(
         self, batch: dict[str, Any]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Images, their features and their reconstructions."""
@@ -213,14 +214,14 @@ class InversionModule(AdversarialTraining, L.LightningModule):
 
     def reconstruction_loss(self, batch: dict[str, Any]) -> torch.Tensor:
         """The decoder's training objective on a batch (MSE alone by default)."""
-        images, features, reconstructions = self._reconstruct(batch)
+        images, features, reconstructions = self.reconstruct_batch(batch)
         return self.weighted(self.loss_terms(images, features, reconstructions))
 
-    def _log_terms(self, terms: dict[str, torch.Tensor], batch_size: int) -> None:
+    def log_terms(self, terms: dict[str, torch.Tensor], batch_size: int) -> None:
         for name, value in terms.items():
             self.log(f"train/loss_{name}", value, batch_size=batch_size)
 
-    def _nonfinite(self, loss: torch.Tensor, batch: dict[str, Any], network: str) -> bool:
+    def skip_nonfinite(self, loss: torch.Tensor, batch: dict[str, Any], network: str) -> bool:
         """True when ``loss`` is NaN/inf and the batch is to be skipped; raises for ``stop``."""
         if torch.isfinite(loss):
             return False
@@ -246,15 +247,15 @@ class InversionModule(AdversarialTraining, L.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         self._accumulate_train_images(batch["image"])
         if not self.automatic_optimization:
-            return self.adversarial_step(batch)
-        images, features, reconstructions = self._reconstruct(batch)
+            return adversarial_step(self, batch)
+        images, features, reconstructions = self.reconstruct_batch(batch)
         terms = self.loss_terms(images, features, reconstructions)
         loss = self.weighted(terms)
-        if self._nonfinite(loss, batch, "decoder"):
+        if self.skip_nonfinite(loss, batch, "decoder"):
             return None  # Lightning skips the optimizer step for this batch
         self.log("train/loss", loss, prog_bar=True, batch_size=len(images))
         if len(terms) > 1:
-            self._log_terms(terms, len(images))
+            self.log_terms(terms, len(images))
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
         return loss
 
@@ -276,7 +277,7 @@ class InversionModule(AdversarialTraining, L.LightningModule):
         return (total / count.clamp_min(1)).float()
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        images, features, reconstructions = self._reconstruct(batch)
+        images, features, reconstructions = self.reconstruct_batch(batch)
         self.val_metric.update(images, reconstructions, batch.get("key"))
         self.val_sharpness.update(images, reconstructions)
         if not self.representation.runs_in_loader:  # Phi on the device: Phi(x_hat) too

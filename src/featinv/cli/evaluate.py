@@ -1,139 +1,34 @@
-"""``python evaluate.py`` / ``featinv-evaluate``: score learned decoders and the optimization
-baseline on the same images, or run one of the paper's analyses on a checkpoint.
-
-Writes ``report.json``, ``report.md`` and PNG figures (``featinv.evaluation.reports``); every
-problem with the user's input ends in one line, without a traceback.
-"""
+"""``python evaluate.py`` / ``featinv-evaluate``: learned decoders and the optimization
+baseline scored on the same photos (``featinv.evaluation``), or one of the paper's analyses."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from featinv.checkpoint import NotAFeatinvCheckpointError
+from featinv.cli.common import CommandError, console_script, int_at_least, reported
 from featinv.data.photos import NoPhotosError, load_photos
 from featinv.data.transforms import EvalTransform
 from featinv.evaluation.experiments import EXPERIMENTS, ExperimentError, run_experiment
-from featinv.evaluation.methods import (
-    Method,
-    baseline_methods,
-    hybrid_method,
-    learned_method,
-    representation_for_baseline,
-    score_methods,
-)
+from featinv.evaluation.methods import build_methods, score_methods
 from featinv.evaluation.reports import write_reports
 from featinv.inverter import Inverter
-from featinv.reliability import console_script
 
+PROG = "featinv-evaluate"
 
-class EvaluationError(Exception):
-    """A problem with the user's input, reported as one line without a traceback."""
-
-
-#: Errors that mean "the input is wrong", not "featinv is broken".
-INPUT_ERRORS = (FileNotFoundError, NotAFeatinvCheckpointError, NoPhotosError, ExperimentError)
-
-
-def positive(text: str) -> int:
-    """argparse type: an integer of at least 1."""
-    return _integer_at_least(text, 1)
-
-
-def at_least_two(text: str) -> int:
-    """argparse type: an integer of at least 2."""
-    return _integer_at_least(text, 2)
-
-
-def _integer_at_least(text: str, minimum: int) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < minimum:
-        raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-    return value
-
-
-def build_methods(
-    checkpoints: list[str],
-    representations: list[str],
-    baseline: bool,
-    device: torch.device,
-    image_size: int | None = None,
-    layer: str | None = None,
-    weights: str | None = None,
-    architecture: str | None = None,
-    baseline_iterations: int = 300,
-    seed: int = 0,
-    hybrid_iterations: int | None = None,
-    trust_checkpoint: bool = False,
-) -> tuple[list[Method], list[str]]:
-    """Decoders from ``checkpoints``; with ``baseline``, the optimization baseline on their
-    representations and on each name in ``representations``; with ``hybrid_iterations``,
-    each checkpoint's reconstructions refined by that many Algorithm 1 iterations."""
-    methods = [learned_method(path, device, image_size, trust_checkpoint) for path in checkpoints]
-    _name_apart(methods, checkpoints)
-    notes: list[str] = []
-    if hybrid_iterations is not None:
-        if not checkpoints:
-            raise EvaluationError("--hybrid refines a decoder's output: give --checkpoint PATH")
-        for learned, path in zip(list(methods), checkpoints, strict=True):
-            try:
-                hybrid = hybrid_method(path, device, hybrid_iterations, seed, trust_checkpoint)
-            except ValueError as error:  # a representation without gradients
-                raise EvaluationError(f"--hybrid: {error}") from None
-            hybrid.name = f"hybrid/{learned.name}"
-            methods.append(hybrid)
-    if baseline:
-        targets = [(m.representation, m.image_size) for m in methods]
-        for name in representations:
-            try:
-                phi = representation_for_baseline(name, device, layer, weights, architecture)
-            except ValueError as error:  # an unknown name, layer or network
-                raise EvaluationError(f"--representation {name}: {error}") from None
-            targets.append((phi, image_size or phi.default_image_size))
-        if not targets:
-            raise EvaluationError("--baseline needs a --checkpoint or a --representation to invert")
-        found, notes = baseline_methods(targets, baseline_iterations, seed)
-        methods += found
-    elif representations:
-        raise EvaluationError("--representation names what --baseline inverts: add --baseline")
-    if not methods:
-        raise EvaluationError("nothing to evaluate: give --checkpoint PATH and/or --baseline")
-    sizes = sorted({m.image_size for m in methods})
-    if len(sizes) > 1:
-        notes.append(
-            f"methods were trained at different image sizes ({', '.join(map(str, sizes))}): "
-            "each is evaluated at its own size, with its own normalizer N"
-        )
-    return methods, notes
-
-
-def _name_apart(methods: list[Method], paths: list[str]) -> None:
-    """Name decoders by as many trailing path parts as it takes to tell them apart (runs
-    of one representation in several folders all end in ``hog/best``)."""
-    parts = [Path(p).with_suffix("").parts for p in paths]
-    for depth in range(2, max((len(p) for p in parts), default=0) + 1):
-        names = ["/".join(p[-depth:]) for p in parts]
-        if len(set(names)) == len(names):
-            break
-    else:
-        return
-    for method, name in zip(methods, names, strict=True):
-        method.name = name
+positive = int_at_least(1)
+at_least_two = int_at_least(2)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line of ``evaluate.py`` (every value checked by argparse)."""
     parser = argparse.ArgumentParser(
-        prog="evaluate.py",
+        prog=PROG,
         description="Evaluate trained decoders and the optimization baseline on the same images.",
     )
     parser.add_argument("--checkpoint", action="append", help="a featinv checkpoint (repeatable)")
@@ -192,7 +87,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def run_analysis(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     """``--experiment NAME``: one of the paper's analyses on one checkpoint."""
     if not args.checkpoint or len(args.checkpoint) != 1:
-        raise EvaluationError(f"--experiment {args.experiment} needs exactly one --checkpoint")
+        raise CommandError(f"--experiment {args.experiment} needs exactly one --checkpoint")
     inverter = Inverter.load(args.checkpoint[0], device, args.trust_checkpoint)
     photos = load_photos(args.images, args.shards, args.num_images)
     transform = EvalTransform(args.image_size or inverter.image_size)
@@ -207,7 +102,7 @@ def run_analysis(args: argparse.Namespace, device: torch.device) -> dict[str, An
     try:
         numbers = run_experiment(args.experiment, inverter, images, Path(args.out), **options)
     except ValueError as error:  # an analysis that does not apply to these images
-        raise EvaluationError(str(error)) from error
+        raise CommandError(str(error)) from error
     numbers["notes"] = photos.notes
     print(json.dumps(numbers, indent=2))
     print(f"wrote {args.out}/{args.experiment}*.png and {args.experiment}.json")
@@ -220,7 +115,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
-    try:
+    with reported(PROG, NoPhotosError, ExperimentError):
         if args.experiment:
             return run_analysis(args, device)
         methods, notes = build_methods(
@@ -242,8 +137,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         report = write_reports(
             methods, groups, notes + photos.notes, Path(args.out), len(photos.arrays)
         )
-    except (EvaluationError, *INPUT_ERRORS) as error:
-        sys.exit(f"evaluate.py: error: {error}")
     print((Path(args.out) / "report.md").read_text())
     print(f"wrote {args.out}/report.json, report.md, grid.png")
     return report

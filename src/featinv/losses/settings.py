@@ -1,22 +1,5 @@
-"""The training objective as parts (Dosovitskiy & Brox, NIPS 2016, "DeePSiM", Sect. 3).
-
-``L = l_img L_img + l_feat L_feat + l_adv L_adv``:
-
-* ``L_img``: the mean squared error between image and reconstruction, the only term of the
-  CVPR 2016 decoders (their Eq. 3) and the default here;
-* ``L_feat``: the squared distance between the reconstruction's and the image's features in
-  a fixed comparator network C, ``||C(x_hat_i) - C(x_i)||^2``. featinv divides each image's
-  term by ``||C(x_i)||^2`` and averages over the batch: the squared feature error of
-  Mahendran & Vedaldi (IJCV Sect. 5.1), so one weight means the same for HOG (values near
-  0.1) as for an AlexNet layer (values in the hundreds), and flat photos count as much as
-  busy ones;
-* ``L_adv``: ``-log D(x_hat_i, Phi(x_i))`` averaged over the batch, with a discriminator D
-  that sees the image and the features being inverted; D itself minimizes
-  ``-[log D(x_i, Phi(x_i)) + log(1 - D(x_hat_i, Phi(x_i)))]`` (``featinv.discriminator``).
-
-This module holds the plain parts (settings, the feature loss, the adversarial losses); the
-LightningModule (``featinv.training``) combines them.
-"""
+"""The loss settings (``model.loss``) and the networks they call for: the comparator C of
+the feature loss and the discriminator D of the adversarial loss (DeePSiM, Sect. 3)."""
 
 from __future__ import annotations
 
@@ -24,18 +7,11 @@ import logging
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-import torch
-import torch.nn.functional as F
-
-from featinv.discriminator import Discriminator
+from featinv.losses.discriminator import Discriminator
 from featinv.reliability import OptionError, require
 from featinv.representations import Representation, build_representation
 
 log = logging.getLogger(__name__)
-
-#: In the feature loss, a feature norm below this fraction of the batch's root mean square
-#: counts as this fraction (a blank image has no features to be relative to).
-FLAT_IMAGE_FLOOR = 0.1
 
 #: Keys of ``model.loss`` and what each one is.
 LOSS_KEYS = {
@@ -210,47 +186,3 @@ def loss_networks(
             feature_grid=settings.discriminator.feature_grid,
         )
     return comparator, discriminator
-
-
-def feature_loss(
-    comparator: Representation, reconstructions: torch.Tensor, images: torch.Tensor
-) -> torch.Tensor:
-    """``mean_i ||C(x_hat_i) - C(x_i)||^2 / ||C(x_i)||^2``: DeePSiM's L_feat, each image's
-    term divided by its features' squared norm (so it is the mean squared feature error of
-    Mahendran & Vedaldi, whatever the comparator's scale).
-
-    Per image, not pooled over the batch: a nearly flat photo has small features, and a
-    decoder that paints texture there is as wrong as one that misses an edge elsewhere. A
-    norm below a tenth of the batch's root mean square counts as that tenth, so a blank image
-    cannot blow the loss up. Computed in float32 even under mixed precision; gradients flow
-    through C to the reconstruction, never into C's weights (frozen by ``build_comparator``).
-    """
-    with torch.autocast(images.device.type, enabled=False):
-        with torch.no_grad():
-            target = comparator(images.float())
-        predicted = comparator(reconstructions.float())
-    squared = (predicted - target).pow(2).flatten(1).sum(dim=1)
-    norms = target.pow(2).flatten(1).sum(dim=1)
-    floor = (FLAT_IMAGE_FLOOR**2 * norms.mean()).clamp_min(torch.finfo(torch.float32).tiny)
-    return (squared / norms.clamp_min(floor)).mean()
-
-
-def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-    """``-mean[log D(real) + log(1 - D(fake))]``, D the sigmoid of the logits."""
-    return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
-
-
-def generator_adversarial_loss(fake_logits: torch.Tensor) -> torch.Tensor:
-    """``-mean log D(fake)``: the generator's term (DeePSiM's L_adv)."""
-    return F.softplus(-fake_logits).mean()
-
-
-__all__ = [
-    "DiscriminatorSettings",
-    "LossSettings",
-    "build_comparator",
-    "discriminator_loss",
-    "feature_loss",
-    "generator_adversarial_loss",
-    "loss_networks",
-]

@@ -28,12 +28,7 @@ from torchmetrics.functional.image import (
     structural_similarity_index_measure,
 )
 
-
-def match_size(reconstructions: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinearly resize reconstructions to the input images' ``(height, width)``."""
-    if tuple(reconstructions.shape[-2:]) == tuple(size):
-        return reconstructions
-    return F.interpolate(reconstructions, size=size, mode="bilinear", align_corners=False)
+from featinv.ops import match_size
 
 
 def reconstruction_distances(images: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +21,16 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from featinv.checkpoint import NotAFeatinvCheckpointError
+from featinv.cli.common import CommandError, console_script, int_at_least, reported
 from featinv.data.images import CorruptImageError, decode_rgb, list_images
 from featinv.data.transforms import EvalTransform
-from featinv.evaluation.metrics import feature_error, match_size
 from featinv.figures import comparison_grid
 from featinv.inverter import Inverter
-from featinv.reliability import atomic_write, console_script
+from featinv.metrics import feature_error, psnr
+from featinv.ops import match_size
+from featinv.reliability import atomic_write
 
-
-class InvertError(Exception):
-    """A problem with the user's input, reported as one line."""
+PROG = "featinv-invert"
 
 
 def _write_png(path: Path, image: Image.Image) -> None:
@@ -56,9 +54,9 @@ def image_files(paths: list[str]) -> list[Path]:
         elif item.exists():
             files.append(item)
         else:
-            raise InvertError(f"{item} does not exist")
+            raise CommandError(f"{item} does not exist")
     if not files:
-        raise InvertError(f"no images found in {', '.join(paths)}")
+        raise CommandError(f"no images found in {', '.join(paths)}")
     return files
 
 
@@ -69,17 +67,17 @@ def load_features(path: str | Path) -> torch.Tensor:
         if path.suffix == ".npy":
             array = np.load(path, allow_pickle=False)
             if not np.issubdtype(array.dtype, np.floating):
-                raise InvertError(f"{path}: features must be floating point, got {array.dtype}")
+                raise CommandError(f"{path}: features must be floating point, got {array.dtype}")
             return torch.from_numpy(array)
         loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except InvertError:
+    except CommandError:
         raise
     except Exception as error:
-        raise InvertError(f"{path} is not a readable features file ({error})") from None
+        raise CommandError(f"{path} is not a readable features file ({error})") from None
     if not isinstance(loaded, torch.Tensor):
-        raise InvertError(f"{path} must hold one tensor of features, got {type(loaded).__name__}")
+        raise CommandError(f"{path} must hold one tensor of features, got {type(loaded).__name__}")
     if not loaded.is_floating_point():
-        raise InvertError(f"{path}: features must be floating point, got {loaded.dtype}")
+        raise CommandError(f"{path}: features must be floating point, got {loaded.dtype}")
     return loaded
 
 
@@ -95,7 +93,7 @@ def invert_images(
         except CorruptImageError as error:
             skipped.append({"file": str(path), "reason": str(error)})
     if not decoded:
-        raise InvertError(f"none of the {len(files)} image(s) could be read")
+        raise CommandError(f"none of the {len(files)} image(s) could be read")
     results = []
     bar = tqdm(total=len(decoded), desc="inverting", unit="image")
     for first in range(0, len(decoded), batch_size):
@@ -105,8 +103,10 @@ def invert_images(
             features = inverter.features(images)
             recon = match_size(inverter.decode(features).float(), tuple(images.shape[-2:]))
             errors = feature_error(inverter.features(recon.clamp(0, 1)), features)
-        mse = ((recon.clamp(0, 1) - images) ** 2).flatten(1).mean(dim=1)
-        for (path, image), r, m, f in zip(chunk, recon, mse, errors, strict=True):
+        shown = recon.clamp(0, 1)
+        mse = ((shown - images) ** 2).flatten(1).mean(dim=1)
+        peak = [psnr(image[None], r[None]) for image, r in zip(images, shown, strict=True)]
+        for (path, image), r, m, p, f in zip(chunk, recon, mse, peak, errors, strict=True):
             stem = path.stem
             _write_png(out / f"{stem}.png", _to_pil(r))
             grid = comparison_grid(
@@ -118,7 +118,7 @@ def invert_images(
                     "file": str(path),
                     "reconstruction": f"{stem}.png",
                     "mse": float(m),
-                    "psnr": float(10 * torch.log10(1 / m.clamp_min(1e-12))),
+                    "psnr": float(p),
                     "feature_error": float(f),
                 }
             )
@@ -135,7 +135,7 @@ def invert_features(
     if features.dim() == len(expected):
         features = features[None]
     if tuple(features.shape[1:]) != tuple(expected):
-        raise InvertError(
+        raise CommandError(
             f"features must have shape (N, {', '.join(map(str, expected))}) for this "
             f"{inverter.representation.label} decoder, got {tuple(features.shape)}"
         )
@@ -151,14 +151,14 @@ def invert_features(
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Entry point of ``featinv-invert``."""
     parser = argparse.ArgumentParser(
-        prog="featinv-invert", description="Invert images or features with a trained decoder."
+        prog=PROG, description="Invert images or features with a trained decoder."
     )
     parser.add_argument("inputs", nargs="*", help="images and folders of images")
     parser.add_argument("--model", required=True, help="a .ckpt or an exported .safetensors")
     parser.add_argument("--features", help="decode features from a .pt or .npy file instead")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int_at_least(1), default=32)
     parser.add_argument("--representation-weights", help="weights of a network the file lacks")
     parser.add_argument(
         "--trust-checkpoint", action="store_true", help="load a checkpoint that needs unpickling"
@@ -166,9 +166,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     if bool(args.inputs) == bool(args.features):
         parser.error("give images or folders, or --features FILE (one of the two)")
-    if args.batch_size < 1:
-        parser.error(f"--batch-size must be at least 1, got {args.batch_size}")
-    try:
+    with reported(PROG, ValueError):
         inverter = Inverter.load(
             args.model, args.device, args.trust_checkpoint, args.representation_weights
         )
@@ -178,8 +176,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             summary = invert_features(inverter, load_features(args.features), out, args.batch_size)
         else:
             summary = invert_images(inverter, image_files(args.inputs), out, args.batch_size)
-    except (InvertError, FileNotFoundError, NotAFeatinvCheckpointError, ValueError) as error:
-        sys.exit(f"featinv-invert: error: {error}")
     summary["model"] = str(args.model)
     with atomic_write(out / "summary.json") as stream:
         stream.write(json.dumps(summary, indent=2).encode())

@@ -1,4 +1,5 @@
-"""Decoders as files people share: ``featinv-export CHECKPOINT OUT`` -> ``OUT.safetensors``.
+"""The exported decoder file (``.safetensors``): what ``featinv-export`` writes and
+``Inverter.load`` reads.
 
 A ``.safetensors`` file holds tensors and a string-to-string metadata map, nothing that runs
 when read. featinv writes the decoder's weights (``decoder.*``), the representation's own
@@ -18,23 +19,17 @@ when loaded, which weights to supply.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from featinv.checkpoint import (
-    CHECKPOINT_FORMAT,
-    NotAFeatinvCheckpointError,
-    load_checkpoint,
-    networks_from_checkpoint,
-)
-from featinv.networks import build_networks
-from featinv.reliability import atomic_write, console_script
+from featinv.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, networks_from_checkpoint
+from featinv.networks import load_networks
+from featinv.reliability import NotAFeatinvCheckpointError, atomic_write
 
 #: Metadata key of the configuration.
 METADATA_KEY = "featinv"
@@ -45,6 +40,14 @@ REQUIRED = ("format", "representation", "representation_options", "image_size", 
 def _network_weights(representation: nn.Module) -> set[str]:
     """Keys of Phi's state that are a network's weights (parameters), not its small state."""
     return {name for name, _ in representation.named_parameters()}
+
+
+def featinv_version() -> str:
+    """The installed featinv's version (from the package metadata), stamped into files."""
+    try:
+        return metadata.version("featinv")
+    except metadata.PackageNotFoundError:  # run from a source tree that was not installed
+        return "unknown"
 
 
 def _training_facts(checkpoint: dict[str, Any]) -> tuple[dict[str, Any], float | None]:
@@ -71,10 +74,8 @@ def export_decoder(
     """Write the checkpoint's networks and configuration as ``OUT.safetensors``."""
     from safetensors.torch import save
 
-    from featinv import __version__
-
     checkpoint = load_checkpoint(checkpoint_path, trust=trust_checkpoint)
-    representation, decoder, hp = networks_from_checkpoint(checkpoint)
+    representation, decoder, hp = networks_from_checkpoint(checkpoint, str(checkpoint_path))
     weights = _network_weights(representation)
     embed = include_representation or bool(hp.get("train_encoder")) or not weights
     tensors = {f"decoder.{k}": v for k, v in decoder.state_dict().items()}
@@ -84,7 +85,7 @@ def export_decoder(
     training, validation_error = _training_facts(checkpoint)
     config = {
         "format": CHECKPOINT_FORMAT,
-        "featinv_version": __version__,
+        "featinv_version": featinv_version(),
         "representation": hp["representation"],
         "representation_options": hp.get("representation_options") or {},
         "image_size": hp["image_size"],
@@ -163,66 +164,13 @@ def networks_from_export(
                 "--representation-weights PATH), or export with --include-representation"
             )
         options["weights"] = str(representation_weights)
-    try:
-        representation, decoder = build_networks(
-            config["representation"],
-            options,
-            int(config["image_size"]),
-            config["decoder_options"],
-            load_weights=needs_file,
-        )
-    except (TypeError, ValueError) as error:
-        raise NotAFeatinvCheckpointError(
-            f"{path}: its configuration does not build ({error})"
-        ) from None
-    decoder.load_state_dict(_part(tensors, "decoder."))
-    missing, unexpected = representation.load_state_dict(
-        _part(tensors, "representation."), strict=False
+    representation, decoder = load_networks(
+        {**config, "representation_options": options},
+        tensors,
+        str(path),
+        load_weights=needs_file,
+        representation_complete=embedded,
+        extra_representation_keys=False,
     )
-    if unexpected or (embedded and missing):
-        raise NotAFeatinvCheckpointError(
-            f"{path}: representation weights do not fit ({(unexpected or missing)[0]!r})"
-        )
     hp = {**config, "representation_options": options}
     return representation, decoder, hp
-
-
-def _part(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-
-
-def main(argv: list[str] | None = None) -> Path:
-    """Entry point of ``featinv-export``."""
-    parser = argparse.ArgumentParser(
-        prog="featinv-export",
-        description="Write a trained decoder as a .safetensors file to share (no code runs "
-        "when it is read).",
-    )
-    parser.add_argument("checkpoint", help="a featinv checkpoint (best.ckpt)")
-    parser.add_argument("out", help="output path; .safetensors is added if missing")
-    parser.add_argument(
-        "--include-representation",
-        action="store_true",
-        help="also embed the representation's network weights (AlexNet, VGG: a third party's)",
-    )
-    parser.add_argument(
-        "--trust-checkpoint", action="store_true", help="load a checkpoint that needs unpickling"
-    )
-    args = parser.parse_args(argv)
-    try:
-        out = export_decoder(
-            args.checkpoint, args.out, args.include_representation, args.trust_checkpoint
-        )
-    except (FileNotFoundError, NotAFeatinvCheckpointError) as error:
-        sys.exit(f"featinv-export: error: {error}")
-    config, _ = read_exported(out)
-    size = out.stat().st_size / 2**20
-    print(
-        f"wrote {out} ({size:.2f} MiB): {config['representation']} decoder at "
-        f"{config['image_size']} px, representation weights: {config['representation_weights']}"
-    )
-    return out
-
-
-#: the ``[project.scripts]`` entry point
-console_main = console_script(main)

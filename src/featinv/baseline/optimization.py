@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from featinv.baseline.optimizer import AdaGradMomentum
 from featinv.baseline.regularizers import alpha_norm, normalized_loss, project_to_ball, tv_beta
-from featinv.evaluation.metrics import feature_error
+from featinv.metrics import feature_error
 from featinv.representations.base import Representation
 
 log = logging.getLogger(__name__)

@@ -15,12 +15,13 @@ from typing import Any
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
-from featinv.callbacks import AtomicCheckpointIO, ReconstructionGrid, RunSummary
+from featinv.cli.common import quiet_library_warnings, reported
 from featinv.data.datamodule import InversionDataModule
-from featinv.quiet import quiet_library_warnings
-from featinv.reliability import NonFiniteLossError, OptionError
+from featinv.reliability import NonFiniteLossError
 from featinv.training import InversionModule
+from featinv.training.callbacks import AtomicCheckpointIO, ReconstructionGrid, RunSummary
 
+PROG = "featinv-train"
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 #: The embedded default's settings: every subcommand starts from them.
@@ -59,10 +60,8 @@ class FeatinvCLI(LightningCLI):
         )
 
     def before_fit(self) -> None:
-        try:
+        with reported(PROG):
             self.datamodule.check_sources()
-        except FileNotFoundError as error:
-            sys.exit(f"featinv-train: error: {error}")
         folder = (
             f"{self.config[self.subcommand].checkpoint_dir}/{self.model.hparams.representation}"
         )
@@ -136,12 +135,8 @@ def main(args: list[str] | None = None) -> None:
         # LightningCLI reads sys.argv itself (and warns when given both): hand it the
         # command line with the implied subcommand there.
         sys.argv[1:] = argv
-    try:
+    with reported(PROG, NonFiniteLossError):
         build_cli(None if args is None else argv)
-    except NonFiniteLossError as error:
-        sys.exit(f"featinv-train: stopped: {error}")
-    except (OptionError, FileNotFoundError) as error:
-        sys.exit(f"featinv-train: error: {error}")
 
 
 __all__ = ["DEFAULT_CONFIG", "FeatinvCLI", "build_cli", "main"]

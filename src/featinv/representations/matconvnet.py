@@ -1,4 +1,4 @@
-"""``featinv-convert-weights IN.mat OUT.pth``: MatConvNet models as featinv weights files.
+"""MatConvNet models as featinv weights files (``featinv-convert-weights IN.mat OUT.pth``).
 
 Mahendran & Vedaldi inverted MatConvNet models (``imagenet-vgg-m.mat``,
 ``imagenet-vgg-verydeep-16.mat``, ``imagenet-caffe-alex.mat``, ``imagenet-caffe-ref.mat``).
@@ -17,8 +17,6 @@ only the first layers converts too (those layers can then be inverted).
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +24,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from featinv.reliability import atomic_write, console_script
 from featinv.representations.architectures import ARCHITECTURES, PaddedMaxPool
 
 #: MatConvNet layer types without weights that have no counterpart to check.
@@ -213,39 +210,3 @@ def detect(path: str | Path) -> str:
         else:
             return name
     raise ConversionError(f"{path} fits no built-in architecture:\n  " + "\n  ".join(reasons))
-
-
-def main(argv: list[str] | None = None) -> Path:
-    """Entry point of ``featinv-convert-weights``."""
-    parser = argparse.ArgumentParser(
-        prog="featinv-convert-weights",
-        description="Convert a MatConvNet simplenn .mat model into a featinv weights file.",
-    )
-    parser.add_argument("source", help="MatConvNet model, e.g. imagenet-vgg-m.mat")
-    parser.add_argument("target", help="weights file to write, e.g. imagenet-vgg-m.pth")
-    parser.add_argument(
-        "--architecture",
-        choices=list(ARCHITECTURES),
-        help="the built-in network it is (default: detected from the layers)",
-    )
-    args = parser.parse_args(argv)
-    try:
-        architecture = args.architecture or detect(args.source)
-        converted = convert(args.source, architecture)
-    except (ConversionError, FileNotFoundError) as error:
-        sys.exit(f"featinv-convert-weights: error: {error}")
-    target = Path(args.target)
-    with atomic_write(target) as stream:
-        torch.save(converted, stream)
-    layers = len({k.rsplit(".", 1)[0] for k in converted["state_dict"]})
-    print(
-        f"wrote {target}: {architecture}, {layers} layers with weights, input mean "
-        f"{[round(v, 3) for v in converted['normalization']['mean']]} (RGB, 0-255)\n"
-        f"use it with --model.representation cnn --model.representation_options "
-        f"'{{architecture: {architecture}, layer: LAYER, weights: {target}}}'"
-    )
-    return target
-
-
-#: the ``[project.scripts]`` entry point
-console_main = console_script(main)
