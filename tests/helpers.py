@@ -66,3 +66,11 @@ def malicious_checkpoint(path: Path, marker: Path) -> Path:
     """A file that looks like a featinv checkpoint but whose pickle would create ``marker``."""
     torch.save({"featinv": {"format": 1}, "state_dict": {}, "payload": _CreatesAFile(marker)}, path)
     return path
+
+
+def tiny_net() -> torch.nn.Module:
+    """A small network for tests that give a CNN by import path (``tests.helpers:tiny_net``)."""
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, stride=2, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3)
+    )

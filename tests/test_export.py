@@ -47,8 +47,18 @@ def test_a_pickle_that_runs_code_is_refused_everywhere_and_runs_nothing(tmp_path
         evaluate(["--checkpoint", str(path), "--out", str(tmp_path / "e")])
     from featinv.cli.invert import main as invert
 
+    torch.save(torch.rand(1, 31, 4, 4), tmp_path / "features.pt")
     with pytest.raises(SystemExit, match="refused"):
-        invert(["--model", str(path), str(tmp_path), "--out", str(tmp_path / "i")])
+        invert(
+            [
+                "--model",
+                str(path),
+                "--features",
+                str(tmp_path / "features.pt"),
+                "--out",
+                str(tmp_path / "i"),
+            ]
+        )
     with pytest.raises(SystemExit, match="refused"):
         main([str(path), str(tmp_path / "x")])
     assert not marker.exists()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,13 @@ import torch
 from torch import nn
 
 from featinv.networks import load_networks
-from featinv.reliability import NotAFeatinvCheckpointError, UntrustedCheckpointError, atomic_write
+from featinv.reliability import (
+    NotAFeatinvCheckpointError,
+    OptionError,
+    UntrustedCheckpointError,
+    atomic_write,
+    check_file_fits,
+)
 
 #: Written into every checkpoint so that loaders can tell a featinv checkpoint from others.
 CHECKPOINT_FORMAT = 1
@@ -85,6 +92,7 @@ def load_checkpoint(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    check_file_fits(path, _unpacked_size(path))
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=not trust)
     except pickle.UnpicklingError as error:
@@ -115,18 +123,30 @@ def load_checkpoint(
     return checkpoint
 
 
+def _unpacked_size(path: Path) -> int | None:
+    """The bytes a zip checkpoint's members unpack to (a compressed member can be a bomb), or
+    ``None`` for a file that is not a zip archive (read as it is on disk)."""
+    if not zipfile.is_zipfile(path):
+        return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return None  # torch.load says what is wrong with it
+
+
 def check_resumable(checkpoint: dict[str, Any], hparams: dict[str, Any]) -> None:
     """Refuse, by name, to resume a run from a checkpoint of other networks.
 
     Raises:
-        ValueError: naming the first hyper-parameter in ``NETWORK_KEYS`` that differs.
+        OptionError: naming the first hyper-parameter in ``NETWORK_KEYS`` that differs.
     """
     if "featinv" not in checkpoint:
-        raise ValueError("not a featinv checkpoint (no 'featinv' entry): cannot resume from it")
+        raise OptionError("not a featinv checkpoint (no 'featinv' entry): cannot resume from it")
     theirs = checkpoint.get("hyper_parameters", {})
     for key in NETWORK_KEYS:
         if theirs.get(key) != hparams.get(key):
-            raise ValueError(
+            raise OptionError(
                 f"this checkpoint was trained with {key}={theirs.get(key)!r}, the run is "
                 f"configured with {key}={hparams.get(key)!r}: resume with the config the "
                 "checkpoint was trained with (its config.yaml), or start a new run"
@@ -138,7 +158,7 @@ def check_resumable(checkpoint: dict[str, Any], hparams: dict[str, Any]) -> None
     ]
     if adversarial[0] != adversarial[1]:
         was, now = ("with", "without") if adversarial[0] else ("without", "with")
-        raise ValueError(
+        raise OptionError(
             f"this checkpoint was trained {was} the adversarial loss and the run is configured "
             f"{now} it (model.loss.adversarial): its discriminator and optimizers cannot carry "
             "over; resume with the config the checkpoint was trained with, or start a new run"
@@ -146,17 +166,26 @@ def check_resumable(checkpoint: dict[str, Any], hparams: dict[str, Any]) -> None
 
 
 def networks_from_checkpoint(
-    checkpoint: dict[str, Any], origin: str = "the checkpoint"
+    checkpoint: dict[str, Any],
+    origin: str = "the checkpoint",
+    architecture: Any = None,
+    trust: bool = False,
 ) -> tuple[nn.Module, nn.Module, dict[str, Any]]:
     """Rebuild Phi and the decoder from a loaded checkpoint alone, with their weights.
 
     Phi's weights come from the checkpoint (fine-tuned ones, for an autoencoder), so a
     weights file it was trained from need not exist here. Phi may hold fewer weights than the
-    checkpoint (featinv 0.1.0 kept a whole AlexNet); every weight it has must be there.
+    checkpoint (featinv 0.1.0 kept a whole AlexNet); every weight it has must be there. A
+    checkpoint whose representation names code to import is refused unless the user gives
+    the ``architecture`` or ``trust`` (``featinv.networks.load_networks``).
     """
-    hp = dict(checkpoint.get("hyper_parameters", {}))
-    representation, decoder = load_networks(hp, checkpoint.get("state_dict", {}), origin)
-    return representation, decoder, hp
+    hp = checkpoint.get("hyper_parameters", {})
+    if not isinstance(hp, dict):
+        raise NotAFeatinvCheckpointError(f"{origin}: its hyper_parameters are not a mapping")
+    representation, decoder, config = load_networks(
+        hp, checkpoint.get("state_dict", {}), origin, architecture=architecture, trust=trust
+    )
+    return representation, decoder, {**hp, **config}
 
 
 __all__ = [

@@ -29,7 +29,12 @@ from torch import nn
 
 from featinv.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, networks_from_checkpoint
 from featinv.networks import load_networks
-from featinv.reliability import NotAFeatinvCheckpointError, atomic_write
+from featinv.reliability import (
+    NotAFeatinvCheckpointError,
+    atomic_write,
+    check_file_fits,
+    json_safe,
+)
 
 #: Metadata key of the configuration.
 METADATA_KEY = "featinv"
@@ -65,17 +70,40 @@ def _training_facts(checkpoint: dict[str, Any]) -> tuple[dict[str, Any], float |
     return facts, error
 
 
+def export_path(checkpoint_path: str | Path, out: str | Path) -> Path:
+    """Where ``export_decoder`` writes: ``OUT.safetensors`` (the suffix added if missing), or
+    ``OUT/<run>-<name>.safetensors`` when OUT is a folder (``hog-best`` for hog/best.ckpt)."""
+    out, source = Path(out), Path(checkpoint_path)
+    if out.is_dir():
+        return out / f"{source.parent.name or 'decoder'}-{source.stem}.safetensors"
+    return out if out.suffix == ".safetensors" else out.with_name(out.name + ".safetensors")
+
+
 def export_decoder(
     checkpoint_path: str | Path,
     out: str | Path,
     include_representation: bool = False,
     trust_checkpoint: bool = False,
+    overwrite: bool = False,
+    architecture: Any = None,
 ) -> Path:
-    """Write the checkpoint's networks and configuration as ``OUT.safetensors``."""
+    """Write the checkpoint's networks and configuration as ``OUT.safetensors``
+    (``export_path``). An existing file is not replaced unless ``overwrite``.
+
+    Raises:
+        FileExistsError: the output exists and ``overwrite`` is false.
+    """
     from safetensors.torch import save
 
+    out = export_path(checkpoint_path, out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite (overwrite=True) to replace it")
+    if out.resolve() == Path(checkpoint_path).resolve():
+        raise FileExistsError(f"{out} is the checkpoint itself")
     checkpoint = load_checkpoint(checkpoint_path, trust=trust_checkpoint)
-    representation, decoder, hp = networks_from_checkpoint(checkpoint, str(checkpoint_path))
+    representation, decoder, hp = networks_from_checkpoint(
+        checkpoint, str(checkpoint_path), architecture, trust_checkpoint
+    )
     weights = _network_weights(representation)
     embed = include_representation or bool(hp.get("train_encoder")) or not weights
     tensors = {f"decoder.{k}": v for k, v in decoder.state_dict().items()}
@@ -97,10 +125,8 @@ def export_decoder(
         "training": training,
         "validation_error": validation_error,
     }
-    out = Path(out)
-    out = out if out.suffix == ".safetensors" else out.with_name(out.name + ".safetensors")
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
-    data = save(tensors, metadata={METADATA_KEY: json.dumps(config)})
+    data = save(tensors, metadata={METADATA_KEY: json.dumps(json_safe(config), allow_nan=False)})
     with atomic_write(out) as stream:
         stream.write(data)
     return out
@@ -117,6 +143,7 @@ def read_exported(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Ten
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"decoder file {path} does not exist")
+    check_file_fits(path)
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
@@ -132,11 +159,15 @@ def read_exported(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Ten
         )
     try:
         config = json.loads(metadata[METADATA_KEY])
-        missing = [key for key in REQUIRED if key not in config]
     except (json.JSONDecodeError, TypeError) as error:
         raise NotAFeatinvCheckpointError(
             f"{path}: its featinv metadata is not JSON ({error})"
         ) from None
+    if not isinstance(config, dict):
+        raise NotAFeatinvCheckpointError(
+            f"{path}: its featinv metadata must be a JSON object, got {type(config).__name__}"
+        )
+    missing = [key for key in REQUIRED if key not in config]
     if missing:
         raise NotAFeatinvCheckpointError(f"{path}: its featinv metadata lacks {', '.join(missing)}")
     if config["format"] != CHECKPOINT_FORMAT:
@@ -147,11 +178,22 @@ def read_exported(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Ten
 
 
 def networks_from_export(
-    path: str | Path, representation_weights: str | None = None
+    path: str | Path,
+    representation_weights: str | None = None,
+    architecture: Any = None,
+    trust: bool = False,
 ) -> tuple[nn.Module, nn.Module, dict[str, Any]]:
-    """Rebuild Phi and the decoder from an exported file (see ``Inverter.load``)."""
+    """Rebuild Phi and the decoder from an exported file (see ``Inverter.load``).
+
+    A file whose representation names code to import is refused unless the user gives the
+    ``architecture`` or ``trust`` (``featinv.networks.load_networks``); nothing is imported
+    before that decision.
+    """
     config, tensors = read_exported(path)
-    options = dict(config["representation_options"])
+    options = config["representation_options"]
+    if not isinstance(options, dict):
+        raise NotAFeatinvCheckpointError(f"{path}: representation_options must be a mapping")
+    options = dict(options)
     embedded = config.get("representation_weights") == "embedded"
     needs_file = config.get("representation_weights") == "supplied by the user"
     if needs_file:
@@ -164,13 +206,14 @@ def networks_from_export(
                 "--representation-weights PATH), or export with --include-representation"
             )
         options["weights"] = str(representation_weights)
-    representation, decoder = load_networks(
+    representation, decoder, built = load_networks(
         {**config, "representation_options": options},
         tensors,
         str(path),
         load_weights=needs_file,
         representation_complete=embedded,
         extra_representation_keys=False,
+        architecture=architecture,
+        trust=trust,
     )
-    hp = {**config, "representation_options": options}
-    return representation, decoder, hp
+    return representation, decoder, {**config, **built}

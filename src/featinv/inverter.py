@@ -10,6 +10,7 @@ GPU, against seconds to minutes for optimization-based inversion).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,14 +53,18 @@ class Inverter(nn.Module):
         path: str | Path,
         device: str | torch.device = "cpu",
         trust_checkpoint: bool = False,
+        architecture: str | Callable[..., nn.Module] | None = None,
     ) -> Inverter:
         """Rebuild representation and decoder from a checkpoint alone and load their weights.
 
-        The file is read without executing anything (``weights_only``); a checkpoint that
-        needs more is refused unless ``trust_checkpoint`` (only for files you trust).
+        The file is read without executing anything (``weights_only``), and nothing it names
+        is imported: a checkpoint that needs more (a pickle that names code, a network given
+        by import path) is refused unless ``trust_checkpoint`` (only for files you trust) or,
+        for a network, unless you pass its ``architecture`` (an import path or a factory).
         """
+        checkpoint = load_checkpoint(path, map_location="cpu", trust=trust_checkpoint)
         representation, decoder, hp = networks_from_checkpoint(
-            load_checkpoint(path, map_location="cpu", trust=trust_checkpoint), str(path)
+            checkpoint, str(path), architecture, trust_checkpoint
         )
         return cls(representation, decoder, hp["image_size"], hp).to(device)
 
@@ -70,17 +75,25 @@ class Inverter(nn.Module):
         device: str | torch.device = "cpu",
         trust_checkpoint: bool = False,
         representation_weights: str | None = None,
+        architecture: str | Callable[..., nn.Module] | None = None,
     ) -> Inverter:
         """A decoder from a checkpoint (``.ckpt``) or an exported file (``.safetensors``).
 
         Args:
+            trust_checkpoint: load what the file names even if that runs code (a pickle that
+                names code, a network given by import path): only for files you trust.
             representation_weights: for an exported file without its representation's
                 weights (a third party's network, e.g. AlexNet): the weights file to use.
+            architecture: the network of a file whose representation is a network given by
+                import path: that path or the factory function itself (nothing the file names
+                is imported without it or ``trust_checkpoint``).
         """
         if Path(path).suffix == ".safetensors":
-            representation, decoder, hp = networks_from_export(path, representation_weights)
+            representation, decoder, hp = networks_from_export(
+                path, representation_weights, architecture, trust_checkpoint
+            )
             return cls(representation, decoder, int(hp["image_size"]), hp).to(device)
-        return cls.from_checkpoint(path, device, trust_checkpoint)
+        return cls.from_checkpoint(path, device, trust_checkpoint, architecture)
 
     @property
     def device(self) -> torch.device:

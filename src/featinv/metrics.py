@@ -3,6 +3,8 @@
 * normalized reconstruction error (Dosovitskiy & Brox, Sect. 2.2, "Quantitative evaluation"):
   ``mean_i ||x_i - f(Phi(x_i))||_2 / N``, N the mean Euclidean distance over all pairs of test
   images; reconstructions are upsampled bilinearly to the input size first.
+* structure error: the normalized error after moving each reconstruction's mean colour to
+  its photo's; the difference to the normalized error is what a global colour shift explains.
 * feature error (Mahendran & Vedaldi, IJCV Sect. 5.1): ``||Phi(x_hat) - Phi(x)|| / ||Phi(x)||``.
 * colour cast: mean over images of ``|mean colour of x_hat - mean colour of x|``, per channel
   (0-1 scale). A representation without colour (HOG of grey images) leaves colour to the
@@ -59,6 +61,28 @@ def normalized_reconstruction_error(
     if normalizer is None:
         normalizer = mean_pairwise_distance(images)
     return reconstruction_distances(images, reconstructions).double() / normalizer
+
+
+def colour_matched(images: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
+    """Reconstructions at the images' size with each one's mean colour moved to its image's
+    (a per-image, per-channel shift)."""
+    shown = match_size(reconstructions.to(images.dtype), tuple(images.shape[-2:]))
+    shift = mean_colours(images) - mean_colours(shown)
+    return shown + shift[..., None, None].to(shown.dtype)
+
+
+def structure_error(
+    images: torch.Tensor,
+    reconstructions: torch.Tensor,
+    normalizer: torch.Tensor | float | None = None,
+) -> torch.Tensor:
+    """Per-image normalized error after moving each reconstruction's mean colour to its
+    image's: what remains once a global colour shift is forgiven. The normalized error minus
+    this is the part a per-image colour and brightness shift explains (what grey,
+    block-normalized features such as HOG cannot carry)."""
+    return normalized_reconstruction_error(
+        images, colour_matched(images, reconstructions), normalizer
+    )
 
 
 def feature_error(features_hat: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
@@ -162,6 +186,9 @@ class NormalizedErrorMetric(Metric):
             raise ValueError("the normalizer needs at least 2 images (it averages over pairs)")
         self.max_normalizer_images = max_normalizer_images
         self.add_state("distance_sum", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state(
+            "structure_distance_sum", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum"
+        )
         self.add_state("count", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("kept", [], dist_reduce_fx="cat")
         self.add_state("kept_order", [], dist_reduce_fx="cat")
@@ -178,6 +205,8 @@ class NormalizedErrorMetric(Metric):
         self.distance_sum += (
             reconstruction_distances(images, reconstructions.float()).double().sum()
         )
+        matched = colour_matched(images, reconstructions.detach().float())
+        self.structure_distance_sum += reconstruction_distances(images, matched).double().sum()
         if keys is not None:
             order = key_order(keys).to(images.device)
         else:
@@ -217,6 +246,7 @@ class NormalizedErrorMetric(Metric):
         best_constant = colours.median(dim=0).values
         results = {
             "normalized_error": self.distance_sum / self.count.clamp_min(1) / normalizer,
+            "structure_error": self.structure_distance_sum / self.count.clamp_min(1) / normalizer,
             "normalizer": normalizer,
             "mean_image_error": normalized_reconstruction_error(
                 kept, mean_image, normalizer

@@ -7,7 +7,9 @@ Lightning, so every layer may use it.
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -22,6 +24,15 @@ class OptionError(ValueError):
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; nothing was saved from the bad step."""
+
+
+class NoDataError(RuntimeError):
+    """No usable sample could be read from the data a run was given."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (a full disk, a folder that cannot be made); the
+    previous checkpoint is intact."""
 
 
 class NotAFeatinvCheckpointError(ValueError):
@@ -47,6 +58,9 @@ def atomic_write(path: str | Path) -> Iterator[IO[bytes]]:
         prefix=f".{path.name}.", suffix=".partial", dir=path.parent
     )
     try:
+        # mkstemp makes the file 0600; a written file gets the permissions any other new
+        # file gets here (0666 less the umask), so colleagues can read shared shards
+        os.chmod(temporary, 0o666 & ~_umask())
         with os.fdopen(handle, "wb") as stream:
             yield stream
             stream.flush()
@@ -55,6 +69,13 @@ def atomic_write(path: str | Path) -> Iterator[IO[bytes]]:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it, and setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def require(condition: bool, option: str, expected: str, got: Any) -> None:
@@ -72,3 +93,53 @@ def warn_sometimes(logger: logging.Logger, count: int, message: str, *args: Any)
     """
     if count in (1, 10, 100, 1000) or (count > 0 and count % 10000 == 0):
         logger.warning(message, *args)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux's MemAvailable), or ``None``."""
+    try:
+        with open("/proc/meminfo") as stream:
+            for line in stream:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_file_fits(path: Path, unpacked: int | None = None) -> None:
+    """Refuse, before reading it, a file whose contents (``unpacked`` bytes, or its size on
+    disk) would need more memory than is available.
+
+    Raises:
+        NotAFeatinvCheckpointError: naming the file and both sizes.
+    """
+    needed = path.stat().st_size if unpacked is None else unpacked
+    free = available_memory()
+    if free is not None and needed > free:
+        raise NotAFeatinvCheckpointError(
+            f"{path} would take {needed / 2**30:.1f} GiB to read, more than the "
+            f"{free / 2**30:.1f} GiB of memory available"
+        )
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by ``None``: JSON has no such
+    numbers, and a file with ``NaN`` in it is not JSON to most readers."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
+
+
+def write_json(path: str | Path, value: Any) -> None:
+    """Write ``value`` as strict JSON (non-finite numbers as ``null``), atomically."""
+    text = json.dumps(json_safe(value), indent=2, allow_nan=False)
+    with atomic_write(path) as stream:
+        stream.write(text.encode())

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from featinv import Inverter
+from featinv import Inverter, UntrustedCheckpointError
 from featinv.baseline import OptimizationInverter
 from featinv.cli import main
 from featinv.representations import CNN, build_representation
@@ -188,7 +188,10 @@ def test_a_users_network_trains_through_train_py_and_reloads(user_network, tmp_p
     )
     last = torch.load(tmp_path / "checkpoints" / "cnn" / "last.ckpt", weights_only=False)
     assert last["global_step"] == 3
-    inverter = Inverter.from_checkpoint(tmp_path / "checkpoints" / "cnn" / "last.ckpt")
+    path = tmp_path / "checkpoints" / "cnn" / "last.ckpt"
+    with pytest.raises(UntrustedCheckpointError, match="Nothing was imported"):
+        Inverter.from_checkpoint(path)  # the file names code: the user must name it too
+    inverter = Inverter.from_checkpoint(path, architecture=user_network)
     module = InversionModule.load_from_checkpoint(tmp_path / "checkpoints" / "cnn" / "last.ckpt")
     images = torch.rand(2, 3, 32, 32)
     module.eval()

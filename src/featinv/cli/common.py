@@ -17,8 +17,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import NoReturn
 
+import torch
+
 from featinv.data.images import CorruptImageError
-from featinv.reliability import NotAFeatinvCheckpointError, OptionError
+from featinv.reliability import NoDataError, NotAFeatinvCheckpointError, OptionError
 
 #: Exit status for a command line that does not parse (argparse uses it too).
 EXIT_USAGE = 2
@@ -36,9 +38,11 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     OptionError,
     NotAFeatinvCheckpointError,
     CorruptImageError,
+    NoDataError,
     FileNotFoundError,
     NotADirectoryError,
     IsADirectoryError,
+    FileExistsError,
     PermissionError,
 )
 
@@ -46,7 +50,11 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 def fail(prog: str, message: object) -> NoReturn:
     """Exit with ``EXIT_FAILURE`` after printing ``PROG: error: MESSAGE`` to stderr (Python
     prints a ``SystemExit``'s text there and exits with status 1)."""
-    raise SystemExit(f"{prog}: error: {message}")
+    text = str(message)
+    if "Original Traceback" in text:  # re-raised from a DataLoader worker: its last line
+        last = text.strip().splitlines()[-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    raise SystemExit(f"{prog}: error: {text}")
 
 
 @contextmanager
@@ -58,8 +66,47 @@ def reported(prog: str, *more: type[BaseException]) -> Iterator[None]:
         fail(prog, error)
 
 
-def int_at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse type: an integer of at least ``minimum`` (argparse names the option)."""
+def add_file_trust_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--trust-checkpoint`` and ``--architecture`` for commands that open decoder files."""
+    parser.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="load what a file names even if that runs code (a pickle that names code, a "
+        "network given by import path): only for files you trust",
+    )
+    parser.add_argument(
+        "--architecture",
+        default=None,
+        help="the network (package.module:callable) of a file whose representation is a "
+        "network given by import path; nothing a file names is imported without it",
+    )
+
+
+def torch_device(text: str) -> torch.device:
+    """An argparse type: a torch device that exists here (``cuda`` needs a CUDA GPU)."""
+    try:
+        chosen = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a torch device") from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r}: no CUDA GPU is available here; use cpu")
+    if chosen.type == "cuda" and (chosen.index or 0) >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: there are {torch.cuda.device_count()} CUDA device(s)"
+        )
+    if chosen.type == "mps" and not torch.backends.mps.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r}: MPS is not available here; use cpu")
+    return chosen
+
+
+def default_device() -> str:
+    """``cuda`` where a CUDA GPU is available, else ``cpu``."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def int_at_least(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``minimum`` (and at most ``maximum``);
+    argparse names the option in its error."""
 
     def parse(text: str) -> int:
         try:
@@ -68,6 +115,8 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum}, got {value}")
         return value
 
     parse.__name__ = f"integer >= {minimum}"

@@ -1,5 +1,7 @@
 """``featinv-convert-weights IN OUT.pth``: a network's published weights as a featinv weights
-file for a built-in architecture (``featinv.representations.matconvnet``)."""
+file for a built-in architecture: MatConvNet ``.mat`` models
+(``featinv.representations.matconvnet``) and Keras HDF5 weights, Keras 2 ``.h5`` and Keras 3
+``.weights.h5`` (``featinv.representations.keras``)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import torch
 from featinv.cli.common import console_script, reported
 from featinv.reliability import atomic_write
 from featinv.representations.architectures import ARCHITECTURES
+from featinv.representations.keras import convert_keras, detect_keras, is_keras_file
 from featinv.representations.matconvnet import ConversionError, convert, detect
 
 PROG = "featinv-convert-weights"
@@ -20,26 +23,43 @@ def main(argv: list[str] | None = None) -> Path:
     """Entry point of ``featinv-convert-weights``."""
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Convert a MatConvNet simplenn .mat model into a featinv weights file.",
+        description="Convert a MatConvNet simplenn .mat model or Keras HDF5 weights (.h5, "
+        ".weights.h5) into a featinv weights file.",
     )
-    parser.add_argument("source", help="MatConvNet model, e.g. imagenet-vgg-m.mat")
+    parser.add_argument(
+        "source", help="e.g. imagenet-vgg-m.mat, vgg16_weights_tf_dim_ordering_tf_kernels.h5"
+    )
     parser.add_argument("target", help="weights file to write, e.g. imagenet-vgg-m.pth")
     parser.add_argument(
         "--architecture",
         choices=list(ARCHITECTURES),
         help="the built-in network it is (default: detected from the layers)",
     )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the target file if it exists"
+    )
     args = parser.parse_args(argv)
+    target = Path(args.target)
     with reported(PROG, ConversionError):
-        architecture = args.architecture or detect(args.source)
-        converted = convert(args.source, architecture)
-        target = Path(args.target)
+        if not Path(args.source).is_file():
+            raise FileNotFoundError(f"{args.source} does not exist")
+        if target.exists() and not args.overwrite:
+            raise FileExistsError(f"{target} exists; pass --overwrite to replace it")
+        if is_keras_file(args.source):
+            architecture = args.architecture or detect_keras(args.source)
+            converted = convert_keras(args.source, architecture)
+        else:
+            architecture = args.architecture or detect(args.source)
+            converted = convert(args.source, architecture)
         with atomic_write(target) as stream:
             torch.save(converted, stream)
     layers = len({k.rsplit(".", 1)[0] for k in converted["state_dict"]})
     print(
         f"wrote {target}: {architecture}, {layers} layers with weights, input mean "
-        f"{[round(v, 3) for v in converted['normalization']['mean']]} (RGB, 0-255)\n"
+        f"{[round(v, 3) for v in converted['normalization']['mean']]} "
+        f"({'BGR' if converted['normalization']['bgr'] else 'RGB'}, 0-255)"
+        + (", HED's side outputs kept" if "side_outputs" in converted else "")
+        + "\n"
         f"use it with --model.representation cnn --model.representation_options "
         f"'{{architecture: {architecture}, layer: LAYER, weights: {target}}}'"
     )

@@ -11,13 +11,22 @@ from typing import Any
 
 import torch
 
-from featinv.cli.common import CommandError, console_script, int_at_least, reported
+from featinv.cli.common import (
+    CommandError,
+    console_script,
+    default_device,
+    int_at_least,
+    reported,
+    torch_device,
+)
 from featinv.data.photos import NoPhotosError, load_photos
 from featinv.data.transforms import EvalTransform
 from featinv.evaluation.experiments import EXPERIMENTS, ExperimentError, run_experiment
 from featinv.evaluation.methods import build_methods, score_methods
 from featinv.evaluation.reports import write_reports
 from featinv.inverter import Inverter
+from featinv.networks import MAX_FILE_IMAGE_SIZE
+from featinv.reliability import json_safe
 
 PROG = "featinv-evaluate"
 
@@ -38,7 +47,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--representation", action="append", help="baseline on this representation")
     parser.add_argument("--layer", help="layer of a network given to --representation")
     parser.add_argument(
-        "--architecture", help="network of --representation cnn (vgg16, vggm, package.module:fn)"
+        "--architecture",
+        help="network of --representation cnn (vgg16, vggm, package.module:fn), and of "
+        "checkpoints whose network is given by import path (nothing they name is imported "
+        "without it or --trust-checkpoint)",
     )
     parser.add_argument(
         "--weights",
@@ -58,7 +70,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--trust-checkpoint",
         action="store_true",
-        help="load checkpoints that need full unpickling (runs code they name: trusted files only)",
+        help="load what checkpoints name even if that runs code (a pickle that names code, a "
+        "network given by import path): trusted files only",
     )
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--images", help="a folder of photos")
@@ -67,10 +80,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--num-images", type=at_least_two, default=100, help="images to use (the papers: 100)"
     )
     parser.add_argument(
-        "--image-size", type=positive, default=None, help="default: each checkpoint's own"
+        "--image-size",
+        type=int_at_least(8, MAX_FILE_IMAGE_SIZE),
+        default=None,
+        help="size of the baseline's images (default: the representation's own); decoders "
+        "are evaluated at the size they were trained at",
     )
     parser.add_argument("--out", default="evaluation", help="output folder")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", type=torch_device, default=default_device())
     parser.add_argument("--batch-size", type=positive, default=64)
     parser.add_argument("--seed", type=int, default=0, help="seed of the baseline's initial noise")
     analysis = parser.add_argument_group("the paper's analyses (Sect. 4.3-4.5), on one checkpoint")
@@ -88,7 +105,9 @@ def run_analysis(args: argparse.Namespace, device: torch.device) -> dict[str, An
     """``--experiment NAME``: one of the paper's analyses on one checkpoint."""
     if not args.checkpoint or len(args.checkpoint) != 1:
         raise CommandError(f"--experiment {args.experiment} needs exactly one --checkpoint")
-    inverter = Inverter.load(args.checkpoint[0], device, args.trust_checkpoint)
+    inverter = Inverter.load(
+        args.checkpoint[0], device, args.trust_checkpoint, architecture=args.architecture
+    )
     photos = load_photos(args.images, args.shards, args.num_images)
     transform = EvalTransform(args.image_size or inverter.image_size)
     images = torch.stack([transform(a) for a in photos.arrays])
@@ -104,7 +123,7 @@ def run_analysis(args: argparse.Namespace, device: torch.device) -> dict[str, An
     except ValueError as error:  # an analysis that does not apply to these images
         raise CommandError(str(error)) from error
     numbers["notes"] = photos.notes
-    print(json.dumps(numbers, indent=2))
+    print(json.dumps(json_safe(numbers), indent=2))
     print(f"wrote {args.out}/{args.experiment}*.png and {args.experiment}.json")
     return numbers
 
@@ -114,7 +133,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     torch.manual_seed(args.seed)
-    device = torch.device(args.device)
+    device = args.device
     with reported(PROG, NoPhotosError, ExperimentError):
         if args.experiment:
             return run_analysis(args, device)

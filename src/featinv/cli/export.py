@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from featinv.cli.common import console_script, reported
+from featinv.cli.common import add_file_trust_arguments, console_script, reported
 from featinv.exported import export_decoder, read_exported
 
 PROG = "featinv-export"
@@ -23,19 +23,29 @@ def main(argv: list[str] | None = None) -> Path:
         "when it is read).",
     )
     parser.add_argument("checkpoint", help="a featinv checkpoint (best.ckpt)")
-    parser.add_argument("out", help="output path; .safetensors is added if missing")
+    parser.add_argument(
+        "out",
+        help="output path (.safetensors is added if missing), or a folder to write "
+        "RUN-NAME.safetensors into",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the output file if it exists"
+    )
     parser.add_argument(
         "--include-representation",
         action="store_true",
         help="also embed the representation's network weights (AlexNet, VGG: a third party's)",
     )
-    parser.add_argument(
-        "--trust-checkpoint", action="store_true", help="load a checkpoint that needs unpickling"
-    )
+    add_file_trust_arguments(parser)
     args = parser.parse_args(argv)
     with reported(PROG):
         out = export_decoder(
-            args.checkpoint, args.out, args.include_representation, args.trust_checkpoint
+            args.checkpoint,
+            args.out,
+            args.include_representation,
+            args.trust_checkpoint,
+            args.overwrite,
+            args.architecture,
         )
         config, _ = read_exported(out)
     size = out.stat().st_size / 2**20

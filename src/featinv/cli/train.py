@@ -10,16 +10,19 @@ from __future__ import annotations
 import logging
 import sys
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from featinv.cli.common import quiet_library_warnings, reported
 from featinv.data.datamodule import InversionDataModule
-from featinv.reliability import NonFiniteLossError
+from featinv.reliability import CheckpointWriteError, NonFiniteLossError, OptionError
 from featinv.training import InversionModule
 from featinv.training.callbacks import AtomicCheckpointIO, ReconstructionGrid, RunSummary
+from featinv.training.termination import TerminatedError, TerminationCheckpoint
 
 PROG = "featinv-train"
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
@@ -59,17 +62,34 @@ class FeatinvCLI(LightningCLI):
             help="checkpoints go to CHECKPOINT_DIR/<representation>/ (best.ckpt, last.ckpt)",
         )
 
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI would copy the checkpoint's hyper-parameters over the command line, so
+        # `--model.representation hog --ckpt_path LBP/last.ckpt` would silently train LBP.
+        # The run keeps what the user typed; the module refuses a checkpoint of other networks
+        # by name and applies changed optimizer settings, saying so.
+        return
+
     def before_fit(self) -> None:
         with reported(PROG):
             self.datamodule.check_sources()
         folder = (
             f"{self.config[self.subcommand].checkpoint_dir}/{self.model.hparams.representation}"
         )
+        with reported(PROG):
+            try:
+                Path(folder).mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise OptionError(
+                    f"checkpoint_dir: cannot make the folder {folder} ({error.strerror or error})"
+                ) from None
         for callback in self.trainer.callbacks:
             if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
                 callback.dirpath = folder
         # A crash or a kill during a save must leave the previous checkpoint loadable.
         self.trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        # SIGTERM (pre-emption, a scheduler's time limit) ends the run after last.ckpt.
+        if not any(isinstance(c, TerminationCheckpoint) for c in self.trainer.callbacks):
+            self.trainer.callbacks.append(TerminationCheckpoint())
 
     def after_fit(self) -> None:
         checkpoint = self.trainer.checkpoint_callback
@@ -135,8 +155,14 @@ def main(args: list[str] | None = None) -> None:
         # LightningCLI reads sys.argv itself (and warns when given both): hand it the
         # command line with the implied subcommand there.
         sys.argv[1:] = argv
-    with reported(PROG, NonFiniteLossError):
-        build_cli(None if args is None else argv)
+    with reported(PROG, NonFiniteLossError, TerminatedError, CheckpointWriteError):
+        try:
+            build_cli(None if args is None else argv)
+        except SIGTERMException:
+            raise SystemExit(
+                f"{PROG}: stopped by SIGTERM after last.ckpt was written; resume with "
+                "--ckpt_path last"
+            ) from None
 
 
 __all__ = ["DEFAULT_CONFIG", "FeatinvCLI", "build_cli", "main"]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import math
+import multiprocessing
+import signal
 from typing import Any
 
 import lightning as L
@@ -121,14 +124,24 @@ class InversionDataModule(L.LightningDataModule):
             log.info("training on the bundled photo set: %s", patterns)
 
     def check_sources(self) -> None:
-        """Fail early, with the pattern in the message, if a shard pattern matches nothing."""
+        """Fail early, naming the option, if a shard pattern is missing or matches nothing."""
         for pattern in (self.train_shards, self.val_shards):
             if pattern is not None:
                 expand_shards(pattern)
+        if (self.train_shards is None) != (self.val_shards is None):
+            given, missing = (
+                ("data.train_shards", "data.val_shards")
+                if self.val_shards is None
+                else ("data.val_shards", "data.train_shards")
+            )
+            raise OptionError(
+                f"{given} is set but {missing} is not: give both (the bundled photos are used "
+                "only when neither is set)"
+            )
 
     def train_dataloader(self) -> wds.WebLoader:
         if self.train_shards is None:
-            raise ValueError("no training shards: set data.train_shards")
+            raise OptionError("no training shards: set data.train_shards")
         hp = self.hparams
         synthetic = None
         if hp.synthetic_fraction > 0:
@@ -152,6 +165,7 @@ class InversionDataModule(L.LightningDataModule):
             batch_size=None,
             num_workers=hp.num_workers,
             persistent_workers=hp.num_workers > 0,
+            worker_init_fn=leave_sigterm_to_the_main_process,
         )
         # Resampled shards never end: an epoch is a fixed number of batches per process.
         batches = self.batches_per_rank()
@@ -207,7 +221,7 @@ class InversionDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> wds.WebLoader:
         if self.val_shards is None:
-            raise ValueError("no validation shards: set data.val_shards")
+            raise OptionError("no validation shards: set data.val_shards")
         hp = self.hparams
         pipeline = shard_pipeline(
             self.val_shards,
@@ -220,7 +234,7 @@ class InversionDataModule(L.LightningDataModule):
         # sample is seen once per epoch, and the metric is reduced across processes.
         shards, processes = len(expand_shards(self.val_shards)), self.processes
         if shards < processes:
-            raise ValueError(
+            raise OptionError(
                 f"the validation set {self.val_shards} has {shards} shard(s) for {processes} "
                 "processes, so some would validate on nothing: write it into at least "
                 f"{processes} shards (featinv-shards ... --samples-per-shard N with N at most "
@@ -228,7 +242,32 @@ class InversionDataModule(L.LightningDataModule):
             )
         # A worker without a shard would sit idle; never start more workers than shards.
         workers = min(hp.num_workers, max(1, shards // processes))
-        return wds.WebLoader(pipeline, batch_size=None, num_workers=workers)
+        return wds.WebLoader(
+            pipeline,
+            batch_size=None,
+            num_workers=workers,
+            worker_init_fn=leave_sigterm_to_the_main_process,
+        )
+
+
+def leave_sigterm_to_the_main_process(worker_id: int) -> None:
+    """Loader workers ignore SIGTERM (a scheduler signals the whole process group): the main
+    process ends the run at a batch boundary and writes last.ckpt; its exit ends them
+    (``_end_loader_workers``)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _end_loader_workers() -> None:
+    """At the interpreter's exit, kill the daemonic children left (persistent loader workers):
+    they ignore the SIGTERM multiprocessing's own exit handler would send, and it would then
+    wait for them for ever. Registered after multiprocessing's handler, so it runs first."""
+    for child in multiprocessing.active_children():
+        if child.daemon:
+            child.kill()
+            child.join(timeout=10)
+
+
+atexit.register(_end_loader_workers)
 
 
 def _check_options(values: dict[str, Any]) -> None:

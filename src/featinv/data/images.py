@@ -1,13 +1,22 @@
 """Decoding images into the project convention, whatever mode the file is in.
 
-Every path that reads an image (shard writer, shard reader, folder readers) goes through
-``decode_rgb`` so that grey, RGBA, palette, CMYK and 16-bit images are converted the same way
-everywhere, and anything Pillow cannot decode raises one exception type the callers count.
+Every path that reads an image (shard writer, shard reader, folder readers, evaluation,
+featinv-invert) goes through ``decode_rgb`` so that grey, RGBA, palette, CMYK and 16-bit images
+are converted the same way everywhere, and anything Pillow cannot decode raises one exception
+type the callers count and skip.
+
+One budget bounds what any image may cost before it is decoded: its bytes
+(``FEATINV_MAX_IMAGE_BYTES``, 256 MiB by default) and its pixels, read from the file's header
+(``FEATINV_MAX_IMAGE_PIXELS``, Pillow's own bound of about 89.5 million by default), the same
+for JPEGs decoded by libjpeg-turbo as for everything Pillow decodes. A resize that would
+exceed the pixel budget (a 1 x 300 strip brought to a shorter side of 256) is refused the same
+way, so such images are skipped and listed like corrupt ones.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import warnings
 from pathlib import Path
 
@@ -24,8 +33,88 @@ IMAGE_EXTENSIONS = frozenset(
 )
 
 
+#: Defaults of the image budget (environment variables override them).
+DEFAULT_MAX_IMAGE_BYTES = 256 * 2**20
+DEFAULT_MAX_IMAGE_PIXELS = 89_478_485  # Pillow's Image.MAX_IMAGE_PIXELS
+#: The longest side libjpeg writes.
+JPEG_MAX_SIDE = 65_500
+
+
 class CorruptImageError(ValueError):
-    """An image file or sample that cannot be decoded; callers skip it and count it."""
+    """An image file or sample that cannot be decoded, or that is over the image budget;
+    callers skip it and count it."""
+
+
+def _budget(variable: str, default: int) -> int:
+    text = os.environ.get(variable)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise CorruptImageError(f"{variable} must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise CorruptImageError(f"{variable} must be a positive integer, got {value}")
+    return value
+
+
+def max_image_pixels() -> int:
+    """The pixel budget of one image (``FEATINV_MAX_IMAGE_PIXELS``)."""
+    return _budget("FEATINV_MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS)
+
+
+def max_image_bytes() -> int:
+    """The byte budget of one image file or sample (``FEATINV_MAX_IMAGE_BYTES``)."""
+    return _budget("FEATINV_MAX_IMAGE_BYTES", DEFAULT_MAX_IMAGE_BYTES)
+
+
+def check_pixels(height: int, width: int, what: str = "image") -> None:
+    """Raise ``CorruptImageError`` when ``height x width`` is over the pixel budget."""
+    budget = max_image_pixels()
+    if height * width > budget:
+        raise CorruptImageError(
+            f"{what} is {width}x{height} pixels, over the budget of {budget} pixels "
+            "(FEATINV_MAX_IMAGE_PIXELS raises it)"
+        )
+
+
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """``(height, width)`` read from an image's header without decoding its pixels, or
+    ``None`` where the header does not say (Pillow then refuses what it cannot open)."""
+    if data[:3] == b"\xff\xd8\xff":
+        try:
+            height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+            return int(height), int(width)
+        except ValueError:
+            pass
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as image:  # lazy: reads the header only
+                width, height = image.size
+                return int(height), int(width)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None
+
+
+def read_image_bytes(path: str | Path) -> bytes:
+    """A file's bytes, refused (``CorruptImageError``) before reading when it is over the
+    byte budget (a sparse or mislabelled file of gigabytes)."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as error:
+        raise CorruptImageError(f"cannot read {path}: {error}") from None
+    budget = max_image_bytes()
+    if size > budget:
+        raise CorruptImageError(
+            f"file of {size} bytes is over the budget of {budget} bytes per image "
+            "(FEATINV_MAX_IMAGE_BYTES raises it)"
+        )
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise CorruptImageError(f"cannot read {path}: {error}") from None
 
 
 def _to_rgb(image: Image.Image) -> np.ndarray:
@@ -73,13 +162,22 @@ def decode_rgb(data: bytes | str | Path) -> np.ndarray:
     """Decode image bytes or a file into an ``(H, W, 3)`` uint8 RGB array.
 
     Raises:
-        CorruptImageError: if the data is empty, truncated or not an image, naming the cause.
+        CorruptImageError: if the data is empty, truncated, not an image, or over the image
+            budget (checked before decoding), naming the cause.
     """
     try:
         if isinstance(data, (str, Path)):
-            data = Path(data).read_bytes()
+            data = read_image_bytes(data)
         if not data:
             raise CorruptImageError("empty file (0 bytes)")
+        if len(data) > max_image_bytes():
+            raise CorruptImageError(
+                f"sample of {len(data)} bytes is over the budget of {max_image_bytes()} bytes "
+                "per image (FEATINV_MAX_IMAGE_BYTES raises it)"
+            )
+        size = header_size(data)
+        if size is not None:
+            check_pixels(*size)
         array = _decode_jpeg_fast(data)
         if array is not None:
             return array
@@ -87,6 +185,7 @@ def decode_rgb(data: bytes | str | Path) -> np.ndarray:
             # Pillow warns on some odd-but-readable files; decoding errors still raise.
             warnings.simplefilter("ignore")
             with Image.open(io.BytesIO(data)) as image:
+                check_pixels(image.size[1], image.size[0])
                 image.load()
                 array = _to_rgb(image)
     except CorruptImageError:
@@ -109,18 +208,33 @@ def encode_image(array: np.ndarray, image_format: str = "jpg", quality: int = 95
     if image_format not in ("jpg", "png"):
         raise ValueError(f"image format must be 'jpg' or 'png', got {image_format!r}")
     buffer = io.BytesIO()
-    if image_format == "jpg":
-        Image.fromarray(array).save(buffer, format="JPEG", quality=quality)
-    else:
-        Image.fromarray(array).save(buffer, format="PNG", compress_level=1)
+    height, width = array.shape[:2]
+    if image_format == "jpg" and max(height, width) > JPEG_MAX_SIDE:
+        raise CorruptImageError(
+            f"a {width}x{height} image cannot be stored as JPEG (at most {JPEG_MAX_SIDE} pixels "
+            "a side): its aspect ratio is too extreme for this shorter side"
+        )
+    try:
+        if image_format == "jpg":
+            Image.fromarray(array).save(buffer, format="JPEG", quality=quality)
+        else:
+            Image.fromarray(array).save(buffer, format="PNG", compress_level=1)
+    except (OSError, ValueError) as error:
+        raise CorruptImageError(f"cannot encode a {width}x{height} image: {error}") from None
     return buffer.getvalue()
 
 
 def resize_shorter_side(array: np.ndarray, size: int) -> np.ndarray:
-    """Resize an ``(H, W, 3)`` uint8 array so its shorter side is ``size`` (antialiased)."""
+    """Resize an ``(H, W, 3)`` uint8 array so its shorter side is ``size`` (antialiased).
+
+    Raises:
+        CorruptImageError: the result would be over the pixel budget (an extreme aspect
+            ratio), so the image is skipped like a corrupt one.
+    """
     height, width = array.shape[:2]
     scale = size / min(height, width)
     new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
+    check_pixels(new_h, new_w, f"{width}x{height} image resized to a shorter side of {size}:")
     if (new_h, new_w) == (height, width):
         return array
     tensor = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)[None].float()

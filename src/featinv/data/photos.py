@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import webdataset as wds
 
+from featinv.data.bounded_tar import bounded_webdataset
 from featinv.data.bundled import bundled_shards
 from featinv.data.images import CorruptImageError, decode_rgb, list_images
 from featinv.data.shards import expand_shards, image_field
@@ -31,6 +31,12 @@ class Photos:
     arrays: list[np.ndarray]
     source: str
     notes: list[str] = field(default_factory=list)
+
+
+def _skip_shard_error(error: Exception) -> bool:
+    """webdataset handler: unreadable shard data is logged and passed over."""
+    log.warning("skipping unreadable shard data: %s", error)
+    return True
 
 
 def load_photos(
@@ -52,7 +58,13 @@ def load_photos(
         pattern = shards if shards is not None else bundled_shards()["val"]
         urls = expand_shards(pattern)
         source = pattern if shards is not None else "the bundled validation photos"
-        dataset = wds.WebDataset(urls, shardshuffle=False, nodesplitter=None, empty_check=False)
+        dataset = bounded_webdataset(
+            urls,
+            shardshuffle=False,
+            nodesplitter=None,
+            empty_check=False,
+            handler=_skip_shard_error,
+        )
         encoded = ((sample.get("__key__", "?"), image_field(sample) or b"") for sample in dataset)
     arrays: list[np.ndarray] = []
     skipped = 0

@@ -34,7 +34,7 @@ import webdataset as wds
 from tqdm.auto import tqdm
 
 from featinv.data.images import CorruptImageError, decode_rgb, encode_image, resize_shorter_side
-from featinv.data.sources import SourceImage, find_sources
+from featinv.data.sources import SourceImage, find_sources, printable
 from featinv.reliability import atomic_write
 from featinv.representations import (
     Representation,
@@ -160,7 +160,7 @@ def write_shard(job: ShardJob) -> dict[str, Any]:
             try:
                 sample = _encode_sample(image, job)
             except CorruptImageError as error:
-                skipped.append((str(image.path), str(error)))
+                skipped.append((printable(image.path), str(error)))
                 log.warning("skipping %s: %s", image.path, error)
                 continue
             sink.write(sample)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import webdataset as wds
 
+from featinv.data.bounded_tar import NoTrainingDataError, ShardDrought, bounded_webdataset
 from featinv.data.images import (
     CorruptImageError,
     decode_rgb,
@@ -30,6 +31,13 @@ from featinv.reliability import warn_sometimes
 from featinv.representations import Representation
 
 log = logging.getLogger(__name__)
+
+#: A training stream stops when this many shards per shard file (plus DROUGHT_MIN_SHARDS) were
+#: drawn in a row without a sample: resampling draws every file about once per len(urls).
+DROUGHT_SHARDS_PER_URL = 20
+DROUGHT_MIN_SHARDS = 100
+#: ... or when this many samples in a row could not be decoded.
+CORRUPT_IN_A_ROW = 10_000
 
 #: The sample fields an image may be stored under, in the order they are looked up.
 IMAGE_FIELDS = ("jpg", "jpeg", "png", "webp")
@@ -82,10 +90,19 @@ class SampleDecoder:
         self.loader_representation = loader_representation
         self.skipped = 0
         self.shard_errors = 0
+        #: corrupt samples since the last good one (a training stream of only corrupt
+        #: samples would otherwise spin for ever)
+        self.skipped_in_a_row = 0
+        #: watches the shards a training stream draws (``shard_pipeline`` sets it)
+        self.drought: ShardDrought | None = None
 
     def handle_shard_error(self, error: Exception) -> bool:
         """webdataset handler: a truncated shard or a duplicate key is logged, counted, skipped."""
+        if isinstance(error, NoTrainingDataError):
+            return False
         self.shard_errors += 1
+        if self.drought is not None:
+            self.drought.last_error = repr(error)[:300]
         warn_sometimes(
             log,
             self.shard_errors,
@@ -105,6 +122,12 @@ class SampleDecoder:
             label = int(sample["cls"]) if "cls" in sample else -1
         except (CorruptImageError, ValueError) as error:
             self.skipped += 1
+            self.skipped_in_a_row += 1
+            if self.drought is not None and self.skipped_in_a_row > CORRUPT_IN_A_ROW:
+                raise NoTrainingDataError(
+                    f"the last {CORRUPT_IN_A_ROW} training samples of {self.drought.pattern} "
+                    f"were all undecodable (the last: {error})"
+                ) from None
             warn_sometimes(
                 log,
                 self.skipped,
@@ -115,6 +138,7 @@ class SampleDecoder:
                 self.skipped,
             )
             return None
+        self.skipped_in_a_row = 0
         out = {"image": crop, "label": label, "key": key}
         if self.loader_representation is not None:
             out["features"] = torch.from_numpy(self._loader_features(sample, crop, box))
@@ -165,7 +189,7 @@ def texture_bank(pattern: str | list[str], max_images: int = 64) -> TextureBank:
     the same on every rank and every run.
     """
     images: list[np.ndarray] = []
-    dataset = wds.WebDataset(
+    dataset = bounded_webdataset(
         expand_shards(pattern),
         shardshuffle=False,
         nodesplitter=None,
@@ -222,8 +246,14 @@ def shard_pipeline(
     """
     urls = expand_shards(pattern)
     decoder = SampleDecoder(transform, loader_representation)
-    dataset = wds.WebDataset(
+    if train:  # a resampled stream never ends by itself: stop it when no shard yields data
+        decoder.drought = ShardDrought(
+            pattern if isinstance(pattern, str) else ", ".join(pattern),
+            limit=DROUGHT_SHARDS_PER_URL * len(urls) + DROUGHT_MIN_SHARDS,
+        )
+    dataset = bounded_webdataset(
         urls,
+        drought=decoder.drought,
         resampled=train,
         shardshuffle=False,
         nodesplitter=None if train else wds.split_by_node,

@@ -48,8 +48,19 @@ class SourceSet:
 
 
 def sample_key(relative: Path) -> str:
-    """A webdataset key from a relative path: no dots (they split extensions) and no slashes."""
-    return str(relative.with_suffix("")).replace("/", "__").replace(".", "_")
+    """A webdataset key from a relative path: no dots (they split extensions) and no slashes.
+
+    A file name that is not valid UTF-8 (its undecodable bytes arrive as surrogates) gets
+    them written as ``\\xNN``: tar headers and JSON records need text.
+    """
+    text = str(relative.with_suffix(""))
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return text.replace("/", "__").replace(".", "_")
+
+
+def printable(path: Path) -> str:
+    """A path as text that any file or terminal takes (undecodable bytes as ``\\xNN``)."""
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def load_classes(classes: str | Path | list[str] | None) -> list[str] | None:
@@ -130,7 +141,7 @@ def _assign_keys(
         while key in used:
             key, number = f"{base}_dup{number}", number + 1
         if key != base:
-            renamed.append((str(path), key))
+            renamed.append((printable(path), key))
             log.warning("duplicate key %s for %s: stored as %s", base, path, key)
         used.add(key)
         images.append(SourceImage(path, key, label))

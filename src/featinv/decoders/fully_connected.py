@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from featinv.decoders.blocks import activated, upconv
+from featinv.decoders.standardize import FeatureStandardizer
 
 
 class FullyConnectedDecoder(nn.Module):
@@ -25,6 +26,8 @@ class FullyConnectedDecoder(nn.Module):
         num_upconvs: up-convolutions (5: 4 -> 128).
         min_width: channel floor of the up-convolutions but the last.
         out_channels: image channels (3).
+        standardize: standardize each feature dimension with statistics of the first this
+            many training batches (``featinv.decoders.standardize``); 0: as they are.
     """
 
     def __init__(
@@ -37,8 +40,10 @@ class FullyConnectedDecoder(nn.Module):
         num_upconvs: int = 5,
         min_width: int = 32,
         out_channels: int = 3,
+        standardize: int = 0,
     ) -> None:
         super().__init__()
+        self.standardize = FeatureStandardizer(in_features, standardize) if standardize else None
         self.in_features = in_features
         self.start = (start_channels, start_size, start_size)
         widths = [in_features] + [fc_width] * (num_fc - 1) + [start_channels * start_size**2]
@@ -61,4 +66,6 @@ class FullyConnectedDecoder(nn.Module):
                 f"expected features of shape (batch, {self.in_features}), "
                 f"got {tuple(features.shape)}"
             )
+        if self.standardize is not None:
+            features = self.standardize(features)
         return self.upconvs(self.fc(features).view(-1, *self.start))

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from featinv.decoders.blocks import activated, conv, upconv
+from featinv.decoders.standardize import FeatureStandardizer
 from featinv.ops import as_pair
 
 
@@ -46,6 +47,8 @@ class SpatialDecoder(nn.Module):
         num_convs: 5x5 convolutions at the input resolution before any contraction (AlexNet
             conv layers: "three convolutional and several up-convolutional layers").
         out_channels: image channels (3).
+        standardize: standardize each feature channel with statistics of the first this many
+            training batches (``featinv.decoders.standardize``); 0: features as they are.
     """
 
     def __init__(
@@ -61,8 +64,10 @@ class SpatialDecoder(nn.Module):
         convs_per_level: int = 0,
         num_convs: int = 1,
         out_channels: int = 3,
+        standardize: int = 0,
     ) -> None:
         super().__init__()
+        self.standardize = FeatureStandardizer(in_channels, standardize) if standardize else None
         in_h, in_w = as_pair(in_size)
         img_h, img_w = as_pair(image_size)
         self.in_shape = (in_channels, in_h, in_w)
@@ -100,4 +105,6 @@ class SpatialDecoder(nn.Module):
                 f"expected features of shape (batch, {', '.join(map(str, self.in_shape))}), "
                 f"got {tuple(features.shape)}"
             )
+        if self.standardize is not None:
+            features = self.standardize(features)
         return self.layers(features)

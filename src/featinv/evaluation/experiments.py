@@ -5,7 +5,6 @@ Each experiment writes a PNG a person looks at and a JSON with its numbers next 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from featinv.metrics import (
     normalized_reconstruction_error,
 )
 from featinv.ops import match_size
+from featinv.reliability import write_json
 
 EXPERIMENTS = ("perturb", "interpolate", "sample", "top5")
 
@@ -39,7 +39,7 @@ def _decode(inverter: Inverter, features: torch.Tensor, size: tuple[int, int]) -
 
 
 def _write(out: Path, name: str, numbers: dict[str, Any]) -> dict[str, Any]:
-    (out / f"{name}.json").write_text(json.dumps(numbers, indent=2))
+    write_json(out / f"{name}.json", numbers)
     return numbers
 
 

@@ -29,6 +29,7 @@ from featinv.metrics import (
     psnr,
     sharpness,
     ssim,
+    structure_error,
 )
 from featinv.ops import match_size
 from featinv.reliability import OptionError
@@ -60,10 +61,18 @@ def learned_method(
     device: torch.device,
     image_size: int | None = None,
     trust_checkpoint: bool = False,
+    architecture: str | None = None,
 ) -> Method:
     """A trained decoder from its checkpoint (or exported file), evaluated at its own crop
     size by default; the file is read without executing anything unless trusted."""
-    inverter = Inverter.load(path, device=device, trust_checkpoint=trust_checkpoint)
+    inverter = Inverter.load(
+        path, device=device, trust_checkpoint=trust_checkpoint, architecture=architecture
+    )
+    if image_size is not None and image_size != inverter.image_size:
+        raise OptionError(
+            f"image size {image_size}: {path} decodes features of {inverter.image_size}-px "
+            "images only; leave the image size out to evaluate it at its own"
+        )
     return Method(
         name=f"{Path(path).parent.name}/{Path(path).stem}",
         kind="learned",
@@ -81,13 +90,16 @@ def hybrid_method(
     iterations: int,
     seed: int,
     trust_checkpoint: bool = False,
+    architecture: str | None = None,
 ) -> Method:
     """A checkpoint's reconstruction refined by Algorithm 1 (``featinv.baseline.hybrid``).
 
     Raises:
         ValueError: for a representation without gradients, naming the reason.
     """
-    inverter = Inverter.load(checkpoint, device=device, trust_checkpoint=trust_checkpoint)
+    inverter = Inverter.load(
+        checkpoint, device=device, trust_checkpoint=trust_checkpoint, architecture=architecture
+    )
     refiner = hybrid_inverter(inverter.representation, iterations)  # also checks gradients
 
     def invert(images: torch.Tensor) -> torch.Tensor:
@@ -191,7 +203,13 @@ def score_methods(
     for size in sorted({m.image_size for m in methods}):
         transform = EvalTransform(size)
         images = torch.stack([transform(a) for a in photos]).to(device)
-        groups[size] = {"images": images, "normalizer": mean_pairwise_distance(images).item()}
+        normalizer = mean_pairwise_distance(images).item()
+        if not normalizer > 0:
+            raise OptionError(
+                f"the {len(images)} photos are identical at {size} px (their mean pairwise "
+                "distance N is 0), so the normalized error is undefined: give photos that differ"
+            )
+        groups[size] = {"images": images, "normalizer": normalizer}
     for method in tqdm(methods, desc="evaluating", unit="method"):
         images = groups[method.image_size]["images"]
         with torch.no_grad():
@@ -200,6 +218,7 @@ def score_methods(
             errors = normalized_reconstruction_error(
                 images, recon, groups[method.image_size]["normalizer"]
             )
+            structure = structure_error(images, recon, groups[method.image_size]["normalizer"])
             phi = method.representation
             try:
                 f_error = feature_error(phi(recon), phi(images)).mean().item()
@@ -213,6 +232,7 @@ def score_methods(
                 "image_size": method.image_size,
                 "normalized_error": errors.mean().item(),
                 "normalized_error_std": errors.std().item() if len(errors) > 1 else 0.0,
+                "structure_error": structure.mean().item(),
                 "feature_error": f_error,
                 "seconds_per_image": seconds,
                 "sharpness": sharpness(images, recon).item(),
@@ -242,7 +262,10 @@ def build_methods(
     """Decoders from ``checkpoints``; with ``baseline``, the optimization baseline on their
     representations and on each name in ``representations``; with ``hybrid_iterations``,
     each checkpoint's reconstructions refined by that many Algorithm 1 iterations."""
-    methods = [learned_method(path, device, image_size, trust_checkpoint) for path in checkpoints]
+    methods = [
+        learned_method(path, device, image_size, trust_checkpoint, architecture)
+        for path in checkpoints
+    ]
     _name_apart(methods, checkpoints)
     notes: list[str] = []
     if hybrid_iterations is not None:
@@ -250,7 +273,9 @@ def build_methods(
             raise OptionError("--hybrid refines a decoder's output: give --checkpoint PATH")
         for learned, path in zip(list(methods), checkpoints, strict=True):
             try:
-                hybrid = hybrid_method(path, device, hybrid_iterations, seed, trust_checkpoint)
+                hybrid = hybrid_method(
+                    path, device, hybrid_iterations, seed, trust_checkpoint, architecture
+                )
             except ValueError as error:  # a representation without gradients
                 raise OptionError(f"--hybrid: {error}") from None
             hybrid.name = f"hybrid/{learned.name}"

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from featinv.evaluation.methods import Method
 from featinv.figures import save_comparison_grid, save_layer_plot
+from featinv.reliability import write_json
 
 #: Originals shown per figure.
 SHOWN_IMAGES = 8
@@ -17,9 +17,9 @@ SHOWN_IMAGES = 8
 def markdown_table(methods: Sequence[Method]) -> list[str]:
     """One row per method: its errors, sharpness, PSNR, SSIM, speed and device."""
     lines = [
-        "| method | kind | representation | layer | size | normalized error | feature error "
-        "| sharpness | PSNR | SSIM | s / image | device |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| method | kind | representation | layer | size | normalized error | structure error "
+        "| feature error | sharpness | PSNR | SSIM | s / image | device |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for m in methods:
         r = m.results
@@ -28,7 +28,8 @@ def markdown_table(methods: Sequence[Method]) -> list[str]:
         error = f"{r['normalized_error']:.3f} +- {r['normalized_error_std']:.3f}"
         lines.append(
             f"| {m.name} | {kind} | {r['representation']} | {r['layer'] or ''} | {r['image_size']} "
-            f"| {error} | {fe} | {r['sharpness']:.3f} | {r['psnr']:.2f} | {r['ssim']:.3f} "
+            f"| {error} | {r['structure_error']:.3f} | {fe} | {r['sharpness']:.3f} "
+            f"| {r['psnr']:.2f} | {r['ssim']:.3f} "
             f"| {r['seconds_per_image']:.2e} | {r['device']} |"
         )
     return lines
@@ -53,7 +54,7 @@ def write_reports(
         "methods": {m.name: m.results for m in methods},
         "notes": list(notes),
     }
-    (out / "report.json").write_text(json.dumps(report, indent=2))
+    write_json(out / "report.json", report)
     lines = [f"# featinv evaluation: {num_images} images", "", *markdown_table(methods), ""]
     lines.append(
         "Normalizer N (mean distance between image pairs): "

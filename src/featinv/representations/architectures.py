@@ -10,7 +10,8 @@ order (Mahendran & Vedaldi, IJCV 2016, Tables 1-3):
 * ``caffealex``: BVLC AlexNet as in M&V's Table 1 (norm before pool; ``imagenet-caffe-alex.mat``);
 * ``vggm``: VGG-M (M&V's Table 2; ``imagenet-vgg-m.mat``);
 * ``vgg16``: VGG-VD-16 in torchvision's layout (``vgg16-397923af.pth``; M&V's Table 3;
-  ``imagenet-vgg-verydeep-16.mat`` converts to it).
+  ``imagenet-vgg-verydeep-16.mat`` and Keras's VGG16 ``.h5`` files convert to it);
+* ``vgg19``: VGG-VD-19 likewise (``vgg19-dcbb9e9d.pth``, Keras's VGG19 ``.h5``).
 
 The input normalization travels with the architecture, as timm's pretrained configs do: the
 representation takes RGB in [0, 1] and applies ``Normalization`` itself.
@@ -237,15 +238,16 @@ def _vggm() -> nn.Sequential:
     )
 
 
-#: VGG-16's blocks: convolutions per block and their channels.
+#: VGG-16's and VGG-19's blocks: convolutions per block and their channels.
 VGG16_BLOCKS = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))
+VGG19_BLOCKS = ((2, 64), (2, 128), (4, 256), (4, 512), (4, 512))
 
 
-def _vgg16() -> nn.Sequential:
-    """VGG-VD-16 with torchvision's module names (features.N, avgpool, classifier.N)."""
+def _vgg(blocks: tuple[tuple[int, int], ...]) -> nn.Sequential:
+    """VGG-VD-16 / -19 with torchvision's module names (features.N, avgpool, classifier.N)."""
     features: list[nn.Module] = []
     channels = 3
-    for convs, width in VGG16_BLOCKS:
+    for convs, width in blocks:
         for _ in range(convs):
             features += [nn.Conv2d(channels, width, 3, padding=1), _relu()]
             channels = width
@@ -264,10 +266,10 @@ def _vgg16() -> nn.Sequential:
     )
 
 
-def _vgg16_names() -> dict[str, str]:
+def _vgg_names(blocks: tuple[tuple[int, int], ...]) -> dict[str, str]:
     names: dict[str, str] = {}
     index = 0
-    for block, (convs, _) in enumerate(VGG16_BLOCKS, start=1):
+    for block, (convs, _) in enumerate(blocks, start=1):
         for conv in range(1, convs + 1):
             names[f"conv{block}_{conv}"] = f"features.{index}"
             names[f"relu{block}_{conv}"] = f"features.{index + 1}"
@@ -354,6 +356,7 @@ TORCHVISION_ALEXNET_NAMES = {
 #: C = 20 up to conv5_3, and C = 1 onwards" (VGG-VD).
 ALEXNET_C = (("relu3", 300.0), ("relu4", 100.0), ("relu5", 20.0))
 VGG16_C = (("conv4_3", 300.0), ("conv5_1", 100.0), ("conv5_3", 20.0))
+VGG19_C = (("conv4_4", 300.0), ("conv5_1", 100.0), ("conv5_4", 20.0))
 
 ARCHITECTURES: dict[str, Architecture] = {
     "alexnet": Architecture(
@@ -372,6 +375,19 @@ ARCHITECTURES: dict[str, Architecture] = {
     ),
     "vggm": Architecture(_vggm, _flat_names(True), MATCONVNET, 224, baseline_c=ALEXNET_C),
     "vgg16": Architecture(
-        _vgg16, _vgg16_names(), TORCHVISION, 224, hub_file="vgg16-397923af.pth", baseline_c=VGG16_C
+        lambda: _vgg(VGG16_BLOCKS),
+        _vgg_names(VGG16_BLOCKS),
+        TORCHVISION,
+        224,
+        hub_file="vgg16-397923af.pth",
+        baseline_c=VGG16_C,
+    ),
+    "vgg19": Architecture(
+        lambda: _vgg(VGG19_BLOCKS),
+        _vgg_names(VGG19_BLOCKS),
+        TORCHVISION,
+        224,
+        hub_file="vgg19-dcbb9e9d.pth",
+        baseline_c=VGG19_C,
     ),
 }

@@ -89,6 +89,13 @@ class Representation(nn.Module):
         """Decoder options this representation's paper architecture needs (users override)."""
         return {}
 
+    @classmethod
+    def code_named_by(cls, options: dict[str, Any]) -> str | None:
+        """The import path ``options`` would make this representation import and call, if
+        any (a network given as ``package.module:callable``). Loaders of files refuse such
+        options unless the user names the code or trusts the file."""
+        return None
+
     def encode_stored(self, rgb: np.ndarray) -> bytes:
         """What the shard writer stores under ``stored_field`` for one ``(H, W, 3)`` uint8
         image: computed once there instead of in every epoch's loader workers."""

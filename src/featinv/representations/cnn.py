@@ -22,10 +22,8 @@ cache (built-ins), or keeps the factory's own weights (a user's network).
 from __future__ import annotations
 
 import difflib
-import importlib
 import logging
-import os
-from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,78 +36,23 @@ from featinv.representations.architectures import (
     TORCHVISION,
     Architecture,
     InputNormalization,
-    PaddedMaxPool,
     normalization_from,
 )
 from featinv.representations.base import Representation, check_images, register
+from featinv.representations.network_tap import (
+    Stop,
+    hub_checkpoint_dirs,
+    import_factory,
+    import_path,
+    kernel_and_stride,
+    stop_at_output,
+    truncate,
+)
 
 log = logging.getLogger(__name__)
 
-
-class _Stop(Exception):
-    """Raised by the tap's hook: the forward pass ends at the tapped layer."""
-
-    def __init__(self, output: Any) -> None:
-        self.output = output
-
-
-def _raise_output(module: nn.Module, inputs: Any, output: Any) -> None:
-    raise _Stop(output)
-
-
-def hub_checkpoint_dirs() -> list[Path]:
-    """Where torch's hub keeps downloaded weights ($TORCH_HOME/hub/checkpoints and the default)."""
-    places = [Path(torch.hub.get_dir()) / "checkpoints"]
-    default = Path(os.path.expanduser("~/.cache/torch/hub/checkpoints"))
-    return places + ([default] if default not in places else [])
-
-
-def import_factory(path: str) -> nn.Module:
-    """``package.module:callable`` -> the ``nn.Module`` the callable returns.
-
-    Raises:
-        ValueError: the path is malformed, does not import, or does not give a module.
-    """
-    module_name, _, attribute = path.partition(":")
-    if not module_name or not attribute:
-        raise ValueError(
-            f"architecture {path!r} is neither a built-in ({', '.join(ARCHITECTURES)}) nor an "
-            "import path of the form package.module:callable"
-        )
-    try:
-        factory = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as error:
-        raise ValueError(f"architecture {path!r} does not import: {error}") from None
-    network = factory() if callable(factory) and not isinstance(factory, nn.Module) else factory
-    if not isinstance(network, nn.Module):
-        raise ValueError(
-            f"architecture {path!r} returned a {type(network).__name__}, not a torch nn.Module"
-        )
-    return network
-
-
-def truncate(network: nn.Sequential, path: str) -> nn.Sequential:
-    """The modules of a (nested) ``nn.Sequential`` up to and including ``path``, same names."""
-    head, _, rest = path.partition(".")
-    names = list(network._modules)
-    kept = OrderedDict((name, network._modules[name]) for name in names[: names.index(head) + 1])
-    if rest:
-        kept[head] = truncate(kept[head], rest)
-    return nn.Sequential(kept)
-
-
-def _kernel_and_stride(module: nn.Module, in_shape: torch.Size) -> tuple[int, int] | None:
-    """(kernel, stride) of a module that moves the sampling grid, along the height."""
-    if isinstance(module, nn.Conv2d):
-        return module.dilation[0] * (module.kernel_size[0] - 1) + 1, module.stride[0]
-    if isinstance(module, nn.MaxPool2d | nn.AvgPool2d):
-        kernel, stride = as_pair(module.kernel_size)[0], as_pair(module.stride)[0]
-        return kernel, stride
-    if isinstance(module, PaddedMaxPool):
-        return module.kernel, module.stride
-    if isinstance(module, nn.Flatten) and len(in_shape) == 4:
-        return in_shape[2], 1  # a vector sees the whole map
-    return None
+#: Training batches the decoder measures its feature statistics on.
+STANDARDIZE_BATCHES = 20
 
 
 @register
@@ -117,7 +60,8 @@ class CNN(Representation):
     """The output of one layer of a CNN (see the module docstring).
 
     Args:
-        architecture: built-in name or ``package.module:callable``.
+        architecture: built-in name, ``package.module:callable``, or the callable itself
+            (recorded by its import path).
         layer: paper layer name (built-ins) or module name from ``named_modules()``.
         weights: path of a state dict (or of a ``featinv-convert-weights`` output); ``None``:
             torchvision's file from torch's hub cache (built-ins) or the factory's own
@@ -134,7 +78,7 @@ class CNN(Representation):
 
     def __init__(
         self,
-        architecture: str = "vgg16",
+        architecture: str | Callable[..., Any] = "vgg16",
         layer: str = "conv5_3",
         weights: str | None = None,
         normalization: dict[str, Any] | None = None,
@@ -142,6 +86,9 @@ class CNN(Representation):
     ) -> None:
         super().__init__()
         layer = str(layer)  # a YAML or command-line `3` (a Sequential index) arrives as an int
+        factory = architecture
+        if callable(architecture):
+            architecture = import_path(architecture)
         self.architecture, self.layer, self.weights = architecture, layer, weights
         self.normalization_override = normalization
         self.spec: Architecture | None = ARCHITECTURES.get(architecture)
@@ -149,7 +96,7 @@ class CNN(Representation):
             with torch.device("meta"):  # shapes only, until cut after the tapped layer
                 network = self.spec.build()
         else:
-            network = import_factory(architecture)
+            network = import_factory(factory)
         self.tap = self._module_path(network, layer)
         #: the tapped layer's paper name (built-ins), else its module name
         self.tap_name = layer
@@ -170,12 +117,19 @@ class CNN(Representation):
         else:
             self.net = network
             self._hook = dict(network.named_modules())[self.tap].register_forward_hook(
-                _raise_output
+                stop_at_output
             )
         if state is not None:
             self.load_layout(state["state_dict"], source=str(weights))
         self.eval()
         self._geometry = self._probe(self.default_image_size)
+
+    @classmethod
+    def code_named_by(cls, options: dict[str, Any]) -> str | None:
+        architecture = options.get("architecture", "vgg16")
+        if isinstance(architecture, str) and architecture not in ARCHITECTURES:
+            return architecture
+        return None
 
     #: AlexNet keeps its fixed normalization out of its (older) checkpoints.
     persistent_normalization = True
@@ -262,7 +216,7 @@ class CNN(Representation):
 
         def record(module: nn.Module, inputs: Any, output: Any) -> None:
             if inputs and isinstance(inputs[0], torch.Tensor):
-                geometry = _kernel_and_stride(module, inputs[0].shape)
+                geometry = kernel_and_stride(module, inputs[0].shape)
                 if geometry is not None:
                     steps.append(geometry)
 
@@ -294,7 +248,7 @@ class CNN(Representation):
         else:
             try:
                 self.net(x)
-            except _Stop as stop:
+            except Stop as stop:
                 output = stop.output
             else:
                 raise ValueError(f"layer {self.tap!r} of {self.architecture} never ran")
@@ -365,9 +319,17 @@ class CNN(Representation):
         """Sect. 2.2: maps -> three convolutions, then up-convolutions (no contraction);
         vectors -> Table 1's fully connected decoder (its own defaults)."""
         shape = self.output_shape(image_size)
+        # A network's features are far from unit scale (trained ones large and heavy-tailed):
+        # the decoder standardizes them per channel (featinv.decoders.standardize).
         if len(shape) != 3:
-            return {}
-        return {"num_convs": 3, "min_bottleneck": min(shape[1:]), "width": 256, "max_width": 256}
+            return {"standardize": STANDARDIZE_BATCHES}
+        return {
+            "num_convs": 3,
+            "min_bottleneck": min(shape[1:]),
+            "width": 256,
+            "max_width": 256,
+            "standardize": STANDARDIZE_BATCHES,
+        }
 
     def baseline_defaults(self) -> dict[str, Any]:
         """M&V Sect. 5.2: C per layer (built-ins), jitter a quarter of the stride."""

@@ -167,11 +167,20 @@ def convert(path: str | Path, architecture: str) -> dict[str, Any]:
                 f"({', '.join(spec.layers)})"
             )
         module = modules[spec.layers[name]]
-        _check_geometry(name, layer, module)
-        if kind != "conv":
-            continue
-        filters, biases = _filters(layer)
-        weight = linear_weight(filters) if isinstance(module, nn.Linear) else conv_weight(filters)
+        try:
+            _check_geometry(name, layer, module)
+            if kind != "conv":
+                continue
+            filters, biases = _filters(layer)
+            weight = (
+                linear_weight(filters) if isinstance(module, nn.Linear) else conv_weight(filters)
+            )
+        except ConversionError:
+            raise
+        except (TypeError, ValueError, IndexError, AttributeError) as error:
+            raise ConversionError(
+                f"layer {name!r} ({kind}) of {path} is malformed: {type(error).__name__}: {error}"
+            ) from None
         for key, tensor in (("weight", weight), ("bias", torch.from_numpy(biases))):
             full = f"{spec.layers[name]}.{key}"
             if tuple(tensor.shape) != tuple(expected[full].shape):
@@ -195,12 +204,20 @@ def _normalization(normalization: Any, path: str | Path) -> dict[str, Any]:
     average = getattr(normalization, "averageImage", None) if normalization is not None else None
     if average is None:
         raise ConversionError(f"{path} records no normalization.averageImage")
-    mean = np.asarray(average, dtype=np.float64).reshape(-1, 3).mean(axis=0)
+    try:
+        mean = np.asarray(average, dtype=np.float64).reshape(-1, 3).mean(axis=0)
+    except (TypeError, ValueError) as error:
+        raise ConversionError(
+            f"{path}: normalization.averageImage is not an RGB colour or image ({error})"
+        ) from None
+    if not np.isfinite(mean).all():
+        raise ConversionError(f"{path}: normalization.averageImage is not finite")
     return {"mean": mean.tolist(), "std": [1.0, 1.0, 1.0], "scale": 255.0, "bgr": False}
 
 
 def detect(path: str | Path) -> str:
     """The built-in architecture a simplenn file fits (the first that converts)."""
+    read_simplenn(path)  # a file that is not a simplenn model: that one reason, once
     reasons = []
     for name in ARCHITECTURES:
         try:

@@ -21,7 +21,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from featinv.figures import comparison_grid
-from featinv.reliability import atomic_write
+from featinv.reliability import CheckpointWriteError, atomic_write
 
 STAGES = ("train", "val")
 
@@ -115,6 +115,7 @@ REPORT_ROWS = (
     ("validation normalized error (best checkpoint)", "normalized_error"),
     ("  the training data's mean image (honest constant baseline)", "train_mean_image_error"),
     ("  the validation set's own mean image (oracle)", "mean_image_error"),
+    ("structure error (each reconstruction's mean colour moved to the photo's)", "structure_error"),
     ("feature error, ||Phi(x_hat) - Phi(x)|| / ||Phi(x)||", "feature_error"),
     ("sharpness, gradient magnitude over the photo's (1.0: as sharp)", "sharpness"),
     ("colour cast, |mean colour - photo's|, 0-1 scale", "colour_cast"),
@@ -206,5 +207,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None
     ) -> None:
-        with atomic_write(path) as stream:
-            torch.save(checkpoint, stream)
+        try:
+            with atomic_write(path) as stream:
+                torch.save(checkpoint, stream)
+        except (OSError, RuntimeError) as error:  # torch reports a full disk as a RuntimeError
+            raise CheckpointWriteError(
+                f"could not write the checkpoint {path} ({type(error).__name__}: "
+                f"{str(error).splitlines()[0] if str(error) else 'no message'}); is the disk "
+                "full or the folder not writable? The previous checkpoint is intact"
+            ) from None

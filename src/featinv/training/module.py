@@ -34,10 +34,10 @@ from featinv.losses import (
 from featinv.metrics import NormalizedErrorMetric, SharpnessMetric, feature_error
 from featinv.networks import build_networks
 from featinv.ops import match_size
-from featinv.reliability import NonFiniteLossError, OptionError
+from featinv.reliability import NoDataError, NonFiniteLossError, OptionError
 from featinv.training.adversarial import adversarial_step, allow_unused_parameters
 from featinv.training.callbacks import DataFaultCounter
-from featinv.training.options import check_model_options, linear_decay
+from featinv.training.options import apply_resumed_changes, check_model_options, linear_decay
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +121,8 @@ class InversionModule(L.LightningModule):
         #: the honest constant baseline of the validation report (kept in checkpoints)
         self.train_image_sum: torch.Tensor | None = None
         self.train_image_count = 0
+        #: the hyper-parameters of the checkpoint a run resumes from, until training starts
+        self.resumed_settings: dict[str, Any] | None = None
 
     def setup(self, stage: str) -> None:
         if self.discriminator is not None:
@@ -291,6 +293,11 @@ class InversionModule(L.LightningModule):
             )
 
     def on_validation_epoch_end(self) -> None:
+        if not self.val_metric.update_called:
+            raise NoDataError(
+                "no validation sample could be read: the shards of data.val_shards are "
+                "unreadable, empty or hold no decodable image (the warnings above name them)"
+            )
         results = self.val_metric.compute(self.train_mean_image())
         results["sharpness"] = self.val_sharpness.compute()
         if self.val_feature_error.update_called:
@@ -342,12 +349,28 @@ class InversionModule(L.LightningModule):
         )
         return [optimizer, discriminator_optimizer], [scheduler]
 
+    def on_train_start(self) -> None:
+        saved, self.resumed_settings = self.resumed_settings, None
+        if saved is None or not self.trainer.optimizers:
+            return
+        configs = self.trainer.lr_scheduler_configs
+        changes = apply_resumed_changes(
+            self.trainer.optimizers[0],
+            configs[0].scheduler if configs else None,
+            saved,
+            dict(self.hparams),
+        )
+        if changes:
+            log.info("resumed with changed settings, applied: %s", ", ".join(changes))
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["featinv"] = featinv_entry(self.train_image_sum, self.train_image_count)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Refuse, by name, to resume from a checkpoint of other networks."""
+        """Refuse, by name, to resume from a checkpoint of other networks; remember its
+        optimizer settings, so that ones the user changed are applied (``on_train_start``)."""
         check_resumable(checkpoint, dict(self.hparams))
+        self.resumed_settings = dict(checkpoint.get("hyper_parameters", {}))
         entry = checkpoint["featinv"]
         if "train_image_sum" in entry:
             self.train_image_sum = entry["train_image_sum"]

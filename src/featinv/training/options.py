@@ -69,3 +69,44 @@ def check_model_options(values: dict[str, Any]) -> None:
         "'stop' or 'skip'",
         values["nonfinite_loss"],
     )
+
+
+#: The optimizer settings a resumed run may change; each change is applied and logged.
+RESUMABLE_CHANGES = ("lr", "betas", "weight_decay", "lr_decay_start", "lr_final_factor")
+
+
+def apply_resumed_changes(
+    optimizer: Any, scheduler: Any, saved: dict[str, Any], current: dict[str, Any]
+) -> list[str]:
+    """Apply the optimizer settings the user changed for a resumed run to the restored
+    optimizer and schedule (which hold the checkpoint's), and say what changed.
+
+    The schedule's factor function is built from the current settings; its base rate and the
+    rate in force are set from the new ``lr``.
+    """
+    changes = []
+    for key in RESUMABLE_CHANGES:
+        old, new = saved.get(key), current.get(key)
+        if old is not None and new is not None and _differs(old, new):
+            changes.append(f"model.{key} {old} -> {new}")
+    if not changes:
+        return []
+    for index, group in enumerate(optimizer.param_groups):
+        group["betas"] = tuple(current["betas"])
+        group["weight_decay"] = current["weight_decay"]
+        group["initial_lr"] = current["lr"]
+        if scheduler is not None:
+            scheduler.base_lrs[index] = current["lr"]
+            factor = scheduler.lr_lambdas[index](scheduler.last_epoch)
+            group["lr"] = current["lr"] * factor
+        else:
+            group["lr"] = current["lr"]
+    if scheduler is not None:
+        scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
+    return changes
+
+
+def _differs(old: Any, new: Any) -> bool:
+    if isinstance(old, (list, tuple)) or isinstance(new, (list, tuple)):
+        return [float(v) for v in old] != [float(v) for v in new]
+    return float(old) != float(new)

