@@ -68,17 +68,18 @@ def test_documented_command_parses(page, command, monkeypatch, tmp_path, capsys)
         return
     name = words[0].removeprefix("featinv-").replace("-", "_")
     targets = {
-        "shards": "featinv.cli.shards.write_shards",
-        "export": "featinv.cli.export.export_decoder",
-        "invert": "featinv.cli.invert.Inverter.load",
-        "convert_weights": "featinv.cli.convert_weights.detect",
+        "shards": ["featinv.cli.shards.write_shards"],
+        "export": ["featinv.cli.export.export_decoder"],
+        "invert": ["featinv.cli.invert.image_files", "featinv.cli.invert.load_features"],
+        "convert_weights": ["featinv.cli.convert_weights.detect"],
     }
     assert name in targets, f"{page}: no check for {words[0]}"
 
     def reached(*args, **kwargs):
         raise Reached
 
-    monkeypatch.setattr(targets[name], reached)
+    for target in targets[name]:
+        monkeypatch.setattr(target, reached)
     module = __import__(f"featinv.cli.{name}", fromlist=["main"])
     with pytest.raises(Reached):
         module.main(words[1:])

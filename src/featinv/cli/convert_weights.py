@@ -41,8 +41,6 @@ def main(argv: list[str] | None = None) -> Path:
     args = parser.parse_args(argv)
     target = Path(args.target)
     with reported(PROG, ConversionError):
-        if not Path(args.source).is_file():
-            raise FileNotFoundError(f"{args.source} does not exist")
         if target.exists() and not args.overwrite:
             raise FileExistsError(f"{target} exists; pass --overwrite to replace it")
         if is_keras_file(args.source):
