@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from featinv.representations.architectures import ARCHITECTURES, CAFFE_MEAN_BGR
-from featinv.representations.matconvnet import ConversionError
+from featinv.representations.matconvnet import ConversionError, first_fitting
 
 #: keras.applications' VGG preprocessing ("caffe" mode): this mean, in BGR order, 0-255.
 KERAS_VGG_MEAN_BGR = (103.939, 116.779, 123.68)
@@ -192,12 +192,4 @@ def is_keras_file(path: str | Path) -> bool:
 def detect_keras(path: str | Path) -> str:
     """The built-in architecture a Keras file fits (VGG-16 or VGG-19; the first that converts)."""
     read_keras_layers(path)  # a file without Keras weights: that one reason, once
-    reasons = []
-    for name in ("vgg16", "vgg19"):
-        try:
-            convert_keras(path, name)
-        except ConversionError as error:
-            reasons.append(f"{name}: {error}")
-        else:
-            return name
-    raise ConversionError(f"{path} fits no built-in architecture:\n  " + "\n  ".join(reasons))
+    return first_fitting(path, ("vgg16", "vgg19"), convert_keras)

@@ -17,6 +17,7 @@ only the first layers converts too (those layers can then be inverted).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -215,15 +216,28 @@ def _normalization(normalization: Any, path: str | Path) -> dict[str, Any]:
     return {"mean": mean.tolist(), "std": [1.0, 1.0, 1.0], "scale": 255.0, "bgr": False}
 
 
-def detect(path: str | Path) -> str:
-    """The built-in architecture a simplenn file fits (the first that converts)."""
-    read_simplenn(path)  # a file that is not a simplenn model: that one reason, once
+def first_fitting(
+    path: str | Path,
+    names: Iterable[str],
+    convert_as: Callable[[str | Path, str], dict[str, Any]],
+) -> str:
+    """The first of the architectures ``names`` that ``convert_as`` converts ``path`` to.
+
+    Raises:
+        ConversionError: listing each architecture's reason.
+    """
     reasons = []
-    for name in ARCHITECTURES:
+    for name in names:
         try:
-            convert(path, name)
+            convert_as(path, name)
         except ConversionError as error:
             reasons.append(f"{name}: {error}")
         else:
             return name
     raise ConversionError(f"{path} fits no built-in architecture:\n  " + "\n  ".join(reasons))
+
+
+def detect(path: str | Path) -> str:
+    """The built-in architecture a simplenn file fits (the first that converts)."""
+    read_simplenn(path)  # a file that is not a simplenn model: that one reason, once
+    return first_fitting(path, ARCHITECTURES, convert)
