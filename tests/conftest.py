@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from featinv.cli.common import quiet_library_warnings
 from featinv.data.bundled import TRAIN_PHOTOS, VAL_PHOTOS, photo_path
@@ -33,3 +36,13 @@ def photo_batch(photo_arrays: list[np.ndarray]) -> torch.Tensor:
     """Five real photos as a ``(5, 3, 64, 64)`` batch in [0, 1]."""
     crops = [center_crop(resize_shorter_side(a, 64), 64) for a in photo_arrays]
     return torch.stack([to_tensor(c) for c in crops])
+
+
+@pytest.fixture
+def photo_folder(tmp_path, photo_arrays) -> Path:
+    """The five photos as PNG files in a folder (``--images``)."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, array in enumerate(photo_arrays):
+        Image.fromarray(array).save(folder / f"photo{i}.png")
+    return folder

@@ -74,3 +74,57 @@ def tiny_net() -> torch.nn.Module:
     return torch.nn.Sequential(
         torch.nn.Conv2d(3, 8, 3, stride=2, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3)
     )
+
+
+class TinyViT(torch.nn.Module):
+    """A plain-PyTorch ViT (patch embedding, CLS and register tokens, learned position
+    embeddings for one input size, pre-norm blocks, a linear head on the CLS token)."""
+
+    def __init__(self, size: int, patch: int, dim: int, depth: int, registers: int) -> None:
+        super().__init__()
+        self.patch_embed = torch.nn.Conv2d(3, dim, patch, stride=patch)
+        self.cls_token = torch.nn.Parameter(torch.randn(1, 1, dim) * 0.02)
+        self.registers = torch.nn.Parameter(torch.randn(1, registers, dim) * 0.02)
+        self.pos_embed = torch.nn.Parameter(torch.randn(1, (size // patch) ** 2, dim) * 0.02)
+        self.blocks = torch.nn.ModuleList(
+            torch.nn.TransformerEncoderLayer(dim, 2, 2 * dim, dropout=0.0, batch_first=True)
+            for _ in range(depth)
+        )
+        self.norm = torch.nn.LayerNorm(dim)
+        self.head = torch.nn.Linear(dim, 10)
+
+    def tokens(self, x: torch.Tensor, blocks: int) -> torch.Tensor:
+        """The tokens after the first ``blocks`` blocks: CLS, registers, then patches."""
+        patches = self.patch_embed(x).flatten(2).transpose(1, 2) + self.pos_embed
+        batch = x.shape[0]
+        prefix = [self.cls_token.expand(batch, -1, -1), self.registers.expand(batch, -1, -1)]
+        tokens = torch.cat([*prefix, patches], dim=1)
+        for block in self.blocks[:blocks]:
+            tokens = block(tokens)
+        return tokens
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.norm(self.tokens(x, len(self.blocks)))[:, 0])
+
+
+def tiny_vit(size: int = 32, patch: int = 8, dim: int = 16, depth: int = 2, registers: int = 4):
+    """``tests.helpers:tiny_vit``: a small ViT with CLS and 4 register tokens."""
+    torch.manual_seed(0)
+    return TinyViT(size, patch, dim, depth, registers).eval()
+
+
+class ChannelsLast(torch.nn.Module):
+    """A conv map given as ``(B, H, W, C)``, as Swin and ConvNeXt-style blocks give it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 24, 4, stride=4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x).permute(0, 2, 3, 1)
+
+
+def channels_last_net() -> torch.nn.Module:
+    """``tests.helpers:channels_last_net``."""
+    torch.manual_seed(0)
+    return ChannelsLast()

@@ -10,6 +10,7 @@ import torch
 from featinv import Inverter, load_checkpoint, save_checkpoint
 from featinv.checkpoint import CHECKPOINT_FORMAT, NotAFeatinvCheckpointError, check_resumable
 from featinv.cli import main
+from featinv.decoders import build_decoder
 from featinv.training import InversionModule
 from tests.helpers import train_steps
 
@@ -18,6 +19,9 @@ FIXTURES = Path(__file__).parent / "fixtures"
 #: (`python train.py --data.image_size 32` with a tiny decoder, 3 steps)
 OLD = FIXTURES / "hog-v0.1.0.ckpt"
 OLD_DECODER = "{width: 8, max_width: 8, min_width: 8, min_bottleneck: 4}"
+#: the same decoder in full: small crops now get a 3x3 convolution per level by default, so a
+#: run resumed from that file names the setting it was trained with
+OLD_DECODER_IN_FULL = OLD_DECODER[:-1] + ", convs_per_level: 0}"
 
 
 def test_save_checkpoint_round_trip_gives_identical_outputs(tmp_path):
@@ -64,7 +68,7 @@ def test_run_of_featinv_0_1_0_resumes(tmp_path, monkeypatch):
         [
             f"--ckpt_path={OLD}",
             "--data.image_size=32",
-            f"--model.decoder_options={OLD_DECODER}",
+            f"--model.decoder_options={OLD_DECODER_IN_FULL}",
             "--data.batches_per_epoch=3",
             "--trainer.max_epochs=2",
             "--trainer.limit_val_batches=1",
@@ -102,3 +106,28 @@ def test_other_files_are_refused_with_what_they_are(tmp_path):
         load_checkpoint(tmp_path / "future.ckpt")
     with pytest.raises(FileNotFoundError, match=r"missing\.ckpt does not exist"):
         load_checkpoint(tmp_path / "missing.ckpt")
+
+
+def test_a_network_decoder_saved_by_featinv_0_2_loads_with_that_versions_defaults(tmp_path):
+    # featinv 0.2 recorded only the decoder options the user set, and sized a network's
+    # decoder without contraction; the decoder's defaults have changed since
+    torch.manual_seed(0)
+    options = {"architecture": "tests.helpers:tiny_net", "layer": "1"}
+    module = InversionModule(representation="cnn", representation_options=options, image_size=32)
+    old = build_decoder(
+        module.representation, 32, **module.representation.legacy_decoder_defaults(32)
+    )
+    assert old.state_dict().keys() != module.decoder.state_dict().keys()
+    module.decoder = old
+    module.hparams["decoder_options"] = {}
+    train_steps(module, {"image": torch.rand(2, 3, 32, 32)}, 2)
+    path = save_checkpoint(tmp_path / "v0.2.ckpt", module)
+    images = torch.rand(2, 3, 32, 32)
+    module.eval()
+    with torch.no_grad():
+        expected = module(module.features(images))
+    inverter = Inverter.from_checkpoint(path, architecture="tests.helpers:tiny_net")
+    assert torch.equal(inverter.reconstruct(images), expected)
+    # and it is written back with every option, so it no longer depends on any defaults
+    again = load_checkpoint(save_checkpoint(tmp_path / "again.ckpt", inverter))
+    assert again["hyper_parameters"]["decoder_options"]["num_convs"] == 3

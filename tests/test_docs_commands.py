@@ -72,6 +72,7 @@ def test_documented_command_parses(page, command, monkeypatch, tmp_path, capsys)
         "export": ["featinv.cli.export.export_decoder"],
         "invert": ["featinv.cli.invert.image_files", "featinv.cli.invert.load_features"],
         "convert_weights": ["featinv.cli.convert_weights.detect"],
+        "layers": ["featinv.cli.layers.train_layer"],
     }
     assert name in targets, f"{page}: no check for {words[0]}"
 

@@ -91,7 +91,13 @@ def save_layer_plot(
         series = sorted((layers.index(layer), error) for layer, error, k in points if k == kind)
         if series:
             axes.plot([x for x, _ in series], [y for _, y in series], style, label=kind)
-    axes.set_xticks(range(len(layers)), layers)
+    long_names = max((len(layer) for layer in layers), default=0) > 8
+    axes.set_xticks(
+        range(len(layers)),
+        layers,
+        rotation=30 if long_names else 0,
+        ha="right" if long_names else "center",
+    )
     axes.set_xlabel(f"{network} layer")
     axes.set_ylabel("normalized reconstruction error")
     axes.set_ylim(bottom=0)

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from featinv.decoders import build_decoder
+from featinv.decoders import build_decoder, complete_decoder_options
 from featinv.reliability import (
     NotAFeatinvCheckpointError,
     UntrustedCheckpointError,
@@ -56,7 +56,9 @@ def build_networks(
         raise ValueError(
             f"image_size must be at least {phi.min_image_size} for {phi.label}, got {image_size}"
         )
-    decoder = build_decoder(phi, image_size, **(decoder_options or {}))
+    decoder = build_decoder(
+        phi, image_size, **complete_decoder_options(phi, image_size, decoder_options)
+    )
     return phi, decoder
 
 
@@ -194,6 +196,10 @@ def load_networks(
                 f"image_size must be at least {representation.min_image_size} for "
                 f"{representation.label}, got {config['image_size']}"
             )
+        # files of featinv 0.2 and earlier hold only the options the user set
+        config["decoder_options"] = complete_decoder_options(
+            representation, config["image_size"], config.get("decoder_options"), legacy=True
+        )
         _check_decoder_fits(representation, config, state, origin)
         decoder = build_decoder(
             representation, config["image_size"], **(config.get("decoder_options") or {})

@@ -4,6 +4,7 @@
 * ``evaluate``: ``python evaluate.py`` / ``featinv-evaluate``;
 * ``invert``: ``featinv-invert``; ``export``: ``featinv-export``;
 * ``shards``: ``featinv-shards``; ``convert_weights``: ``featinv-convert-weights``;
+* ``layers``: ``featinv-layers``, the layer sweep (training and ``evaluate`` per layer);
 * ``common``: the user-error class, argument types, exit codes and library-warning filters
   every command shares.
 """

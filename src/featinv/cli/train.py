@@ -21,6 +21,7 @@ from featinv.cli.common import quiet_library_warnings, reported
 from featinv.data.datamodule import InversionDataModule
 from featinv.reliability import CheckpointWriteError, NonFiniteLossError, OptionError
 from featinv.training import InversionModule
+from featinv.training.budget import TimeBudget
 from featinv.training.callbacks import AtomicCheckpointIO, ReconstructionGrid, RunSummary
 from featinv.training.termination import TerminatedError, TerminationCheckpoint
 
@@ -56,6 +57,7 @@ class FeatinvCLI(LightningCLI):
         )
         parser.add_lightning_class_args(ReconstructionGrid, "grid")
         parser.add_lightning_class_args(RunSummary, "summary")
+        parser.add_lightning_class_args(TimeBudget, "budget")
         parser.add_argument(
             "--checkpoint_dir",
             default="checkpoints",

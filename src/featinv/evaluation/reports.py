@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -75,21 +76,36 @@ def write_reports(
 
 
 def _layer_plots(methods: Sequence[Method], out: Path) -> None:
-    """layers.png for a network evaluated at more than one of its layers."""
+    """layers.png for a network evaluated at more than one of its layers (or outputs): the
+    x axis holds the evaluated ones, in the network's own order (its blocks' order)."""
     by_network: dict[str, list[Method]] = {}
     for m in methods:
         if m.representation.layer_names:
             by_network.setdefault(m.representation.network_name, []).append(m)
     for name, members in by_network.items():
-        if len({m.results["layer"] for m in members}) < 2:
-            continue
         points = [
             (
-                m.results["layer"],
+                _layer_of(m),
                 m.results["normalized_error"],
                 "autoencoder" if m.autoencoder else m.kind,
             )
             for m in members
         ]
+        evaluated = {layer for layer, _, _ in points}
+        if len(evaluated) < 2:
+            continue
+        in_order = [layer for layer in members[0].representation.layer_names if layer in evaluated]
+        in_order += sorted(evaluated - set(in_order), key=_natural)
         filename = "layers.png" if len(by_network) == 1 else f"layers_{name}.png"
-        save_layer_plot(out / filename, points, members[0].representation.layer_names, name)
+        save_layer_plot(out / filename, points, in_order, name)
+
+
+def _layer_of(method: Method) -> str:
+    """The layer a method inverts: its layer, or the network output it names."""
+    phi = method.representation
+    return str(method.results["layer"] or getattr(phi, "output", None) or "output")
+
+
+def _natural(name: str) -> list[Any]:
+    """``hidden_states.10`` after ``hidden_states.9``."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]

@@ -74,6 +74,11 @@ class AlexNet(CNN):
     #: the normalization is fixed by the variant: kept out of checkpoints, as it always was
     persistent_normalization = False
 
+    def decoder_defaults(self, image_size: int | tuple[int, int]) -> dict[str, Any]:
+        """Sect. 2.2 as the paper built it for AlexNet: conv maps get three convolutions and
+        then up-convolutions, with no contraction; fc vectors Table 1's decoder."""
+        return self.legacy_decoder_defaults(image_size)
+
     def __init__(
         self,
         layer: str = "fc8",

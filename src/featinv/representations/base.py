@@ -13,6 +13,20 @@ import numpy as np
 import torch
 from torch import nn
 
+from featinv.ops import as_pair
+
+#: The largest crop side that gets ``SMALL_IMAGE_DECODER`` (see ``decoder_defaults``).
+SMALL_IMAGE_SIDE = 96
+
+#: The spatial decoder for small crops (the embedded default's 64 px).
+SMALL_IMAGE_DECODER = {
+    "width": 128,
+    "max_width": 256,
+    "min_width": 32,
+    "min_bottleneck": 8,
+    "convs_per_level": 1,
+}
+
 
 def check_images(images: torch.Tensor, min_size: int, name: str) -> None:
     """Raise a ``ValueError`` that says what is wrong with an image batch, if anything is."""
@@ -86,7 +100,22 @@ class Representation(nn.Module):
         raise NotImplementedError
 
     def decoder_defaults(self, image_size: int | tuple[int, int]) -> dict[str, Any]:
-        """Decoder options this representation's paper architecture needs (users override)."""
+        """Decoder options this representation's architecture needs (users override).
+
+        At the paper's 256-pixel crops the spatial decoder's own defaults are the paper's
+        architecture (Sect. 2.2). Crops of at most ``SMALL_IMAGE_SIDE`` pixels (the embedded
+        default's 64) keep an 8x8 bottleneck and a 3x3 convolution after each up-convolution:
+        the paper's 1/64 contraction would be 1x1 there and learn little more than the mean
+        colour (docs/default.md has the measurement).
+        """
+        small = min(as_pair(image_size)) <= SMALL_IMAGE_SIDE
+        return (
+            dict(SMALL_IMAGE_DECODER) if small and len(self.output_shape(image_size)) == 3 else {}
+        )
+
+    def legacy_decoder_defaults(self, image_size: int | tuple[int, int]) -> dict[str, Any]:
+        """The defaults featinv 0.2 and earlier completed a file's decoder options with (those
+        files recorded only the options the user set)."""
         return {}
 
     @classmethod

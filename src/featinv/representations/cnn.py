@@ -21,6 +21,7 @@ cache (built-ins), or keeps the factory's own weights (a user's network).
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import logging
 from collections.abc import Callable
@@ -39,20 +40,39 @@ from featinv.representations.architectures import (
     normalization_from,
 )
 from featinv.representations.base import Representation, check_images, register
+from featinv.representations.huggingface import VISION_MODEL
+from featinv.representations.network_decoder import fitted_decoder, paper_decoder
+from featinv.representations.network_output import (
+    LAYOUTS,
+    PREFIX_TOKENS,
+    select_output,
+    single_tensor,
+    to_features,
+)
 from featinv.representations.network_tap import (
+    LayerNeverRan,
+    RefusedSize,
     Stop,
+    built_for_size,
+    check_takes_pixels,
+    grid_geometry,
     hub_checkpoint_dirs,
     import_factory,
     import_path,
-    kernel_and_stride,
     stop_at_output,
     truncate,
+)
+from featinv.representations.network_weights import (
+    load_matching,
+    missing_weights_message,
+    read_state,
 )
 
 log = logging.getLogger(__name__)
 
-#: Training batches the decoder measures its feature statistics on.
-STANDARDIZE_BATCHES = 20
+
+#: Input sides tried, after the default, to learn the geometry of a fixed-size network.
+PROBE_SIDES = (384, 256, 128, 96, 64, 48, 32)
 
 
 @register
@@ -70,6 +90,14 @@ class CNN(Representation):
             normalization (default: the architecture's, or the weights file's when it
             records one; torchvision's ImageNet mean/std for an import path).
         load_weights: ``False`` reads no file (a checkpoint carries the weights).
+        architecture_options: keyword arguments of an import path's callable (a Hugging Face
+            config's values, ``timm.create_model``'s name, a local ``from_pretrained`` folder).
+        output: the field or index of a layer's output that is not one tensor, dotted for
+            nesting (``last_hidden_state``, ``image_embeds``, ``hidden_states.6``, ``0``).
+        layout: ``auto``, ``channels_first``, ``channels_last`` or ``tokens``
+            (``featinv.representations.network_output``).
+        prefix_tokens: ``drop`` the tokens before the patch grid (CLS, registers), or
+            ``keep`` each as more channels broadcast over the grid.
     """
 
     name = "cnn"
@@ -83,21 +111,43 @@ class CNN(Representation):
         weights: str | None = None,
         normalization: dict[str, Any] | None = None,
         load_weights: bool = True,
+        architecture_options: dict[str, Any] | None = None,
+        output: str | int | None = None,
+        layout: str = "auto",
+        prefix_tokens: str = "drop",
     ) -> None:
         super().__init__()
-        layer = str(layer)  # a YAML or command-line `3` (a Sequential index) arrives as an int
+        # a YAML or command-line `3` (a Sequential index) arrives as an int
+        layer = None if layer is None else str(layer)
         factory = architecture
         if callable(architecture):
             architecture = import_path(architecture)
         self.architecture, self.layer, self.weights = architecture, layer, weights
         self.normalization_override = normalization
+        self.architecture_options = dict(architecture_options or {})
+        self.output = None if output is None else str(output)
+        self.layout, self.prefix_tokens = layout, prefix_tokens
+        for option, value, choices in (
+            ("layout", layout, LAYOUTS),
+            ("prefix_tokens", prefix_tokens, PREFIX_TOKENS),
+        ):
+            if value not in choices:
+                raise ValueError(f"{option} must be one of {', '.join(choices)}, got {value!r}")
         self.spec: Architecture | None = ARCHITECTURES.get(architecture)
         if self.spec is not None:
+            if self.architecture_options:
+                raise ValueError(
+                    f"architecture_options apply to an import path's callable, not to the "
+                    f"built-in {architecture}"
+                )
+            if layer is None:
+                raise ValueError(f"{architecture}: name a layer ({', '.join(self.spec.layers)})")
             with torch.device("meta"):  # shapes only, until cut after the tapped layer
                 network = self.spec.build()
         else:
-            network = import_factory(factory)
-        self.tap = self._module_path(network, layer)
+            network = import_factory(factory, self.architecture_options)
+            check_takes_pixels(network, architecture)
+        self.tap = None if layer is None else self._module_path(network, layer)
         #: the tapped layer's paper name (built-ins), else its module name
         self.tap_name = layer
         norm = self.spec.normalization if self.spec else TORCHVISION
@@ -116,18 +166,25 @@ class CNN(Representation):
             self._hook = None
         else:
             self.net = network
-            self._hook = dict(network.named_modules())[self.tap].register_forward_hook(
-                stop_at_output
+            self._hook = (
+                None
+                if self.tap is None
+                else dict(network.named_modules())[self.tap].register_forward_hook(stop_at_output)
             )
         if state is not None:
             self.load_layout(state["state_dict"], source=str(weights))
         self.eval()
-        self._geometry = self._probe(self.default_image_size)
+        #: shape, stride and receptive field by input size, probed when first asked for
+        self._geometries: dict[tuple[int, int], dict[str, Any]] = {}
+        # a layer that cannot work is named now; a size the network refuses, when it is used
+        with contextlib.suppress(RefusedSize):
+            self._geometry()
 
     @classmethod
     def code_named_by(cls, options: dict[str, Any]) -> str | None:
         architecture = options.get("architecture", "vgg16")
-        if isinstance(architecture, str) and architecture not in ARCHITECTURES:
+        safe = (*ARCHITECTURES, VISION_MODEL)  # built here, from the installed libraries only
+        if isinstance(architecture, str) and architecture not in safe:
             return architecture
         return None
 
@@ -169,24 +226,11 @@ class CNN(Representation):
             path = Path(weights)
             if not path.is_file():
                 raise FileNotFoundError(self._missing_weights_message([path]))
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "state_dict" in state:
-            return state
-        return {"state_dict": state}
+        return read_state(path)
 
     def _missing_weights_message(self, looked: list[Path]) -> str:
-        where = "\n".join(f"  - {p}" for p in looked) or "  (nowhere: no path was given)"
-        hub = self.spec.hub_file if self.spec else None
-        how = (
-            f"download torchvision's {hub} on a machine with internet and copy it into one "
-            "of those folders, or pass its path"
-            if hub
-            else "convert the network's weights into a state dict (featinv-convert-weights "
-            "for MatConvNet .mat models; see README) and pass its path"
-        )
-        return (
-            f"no {self.architecture} weights found; looked in:\n{where}\nTo fix: {how} with "
-            "--model.representation_options.weights PATH (or weights: random for tests only)."
+        return missing_weights_message(
+            self.architecture, looked, self.spec.hub_file if self.spec else None
         )
 
     def load_layout(self, state: dict[str, torch.Tensor], source: str = "state dict") -> None:
@@ -195,102 +239,120 @@ class CNN(Representation):
         Raises:
             ValueError: naming the first missing key or the first mismatching shape.
         """
-        expected = self.net.state_dict()
-        for key, tensor in expected.items():
-            if key not in state:
-                raise ValueError(
-                    f"{source} is not a {self.architecture} state dict: key {key!r} is "
-                    f"missing (it has {', '.join(list(state)[:4])}, ...)"
-                )
-            if tuple(state[key].shape) != tuple(tensor.shape):
-                raise ValueError(
-                    f"{source}: {key!r} has shape {tuple(state[key].shape)}, "
-                    f"{self.architecture} expects {tuple(tensor.shape)}"
-                )
-        self.net.load_state_dict({k: state[k] for k in expected})
+        load_matching(self.net, state, source, self.architecture)
 
     # ------------------------------------------------------------------------- probing
-    def _probe(self, size: int) -> dict[str, Any]:
-        """Run the network once on zeros, recording the shape and the grid geometry."""
-        steps: list[tuple[int, int]] = []
+    def _geometry(self, size: int | tuple[int, int] | None = None) -> dict[str, Any]:
+        """Shape, stride and receptive field at ``size`` (the default size: any probed one)."""
+        if size is None:
+            if self._geometries:
+                return next(iter(self._geometries.values()))
+            # Stride and receptive field do not depend on the size: a network that does not
+            # say its size is probed at common ones until one runs.
+            for side in (self.default_image_size, *PROBE_SIDES):
+                with contextlib.suppress(RefusedSize):
+                    return self._geometry(side)
+            size = self.default_image_size
+        hw = as_pair(size)
+        if hw not in self._geometries:
+            self._geometries[hw] = self._probe(hw)
+        return self._geometries[hw]
 
-        def record(module: nn.Module, inputs: Any, output: Any) -> None:
-            if inputs and isinstance(inputs[0], torch.Tensor):
-                geometry = kernel_and_stride(module, inputs[0].shape)
-                if geometry is not None:
-                    steps.append(geometry)
+    def _probe(self, hw: tuple[int, int]) -> dict[str, Any]:
+        """Run the network once on zeros at ``hw``, recording the shape and the grid geometry.
 
-        hooks = [
-            m.register_forward_hook(record) for m in self.net.modules() if not list(m.children())
-        ]
+        Raises:
+            ValueError: the network refuses that input size (naming the size it was built for,
+                where it says one).
+        """
         try:
             with torch.no_grad():
-                output = self._run(
-                    torch.zeros(1, 3, size, size, device=self.input_norm.mean.device)
-                )
-        finally:
-            for hook in hooks:
-                hook.remove()
-        receptive_field, jump = 1, 1
-        for kernel, stride in steps:
-            receptive_field += (kernel - 1) * jump
-            jump *= stride
+                zeros = torch.zeros(1, 3, *hw, device=self.input_norm.mean.device)
+                raw, stride, receptive_field = grid_geometry(self.net, self._raw, zeros)
+        except LayerNeverRan:
+            raise
+        except Exception as error:  # the network's own refusal, whatever it raises
+            built = built_for_size(self.net) if self.spec is None else self.spec.input_size
+            said = f"; it was built for {built}x{built}" if built else ""
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise RefusedSize(
+                f"{self.label} refuses a {hw[0]}x{hw[1]} input ({first[:200]}){said}: set "
+                "data.image_size to a size it takes"
+            ) from None
+        output = self._features(raw, hw, stride)
         return {
             "shape": tuple(output.shape[1:]),
-            "stride": jump,
+            "stride": stride or 1,
             "receptive_field": receptive_field,
         }
 
-    def _run(self, x: torch.Tensor) -> torch.Tensor:
+    def _raw(self, x: torch.Tensor) -> Any:
+        """The tapped layer's output (or the network's) on raw images, as the network gives it."""
         x = self.input_norm(x)
-        if self._hook is None:
-            output = self.net(x)
-        else:
-            try:
-                self.net(x)
-            except Stop as stop:
-                output = stop.output
-            else:
-                raise ValueError(f"layer {self.tap!r} of {self.architecture} never ran")
-        if not isinstance(output, torch.Tensor):
-            raise ValueError(
-                f"layer {self.tap!r} of {self.architecture} outputs a {type(output).__name__}, "
-                "not a tensor: choose a layer whose output is one tensor"
-            )
+        if self.spec is not None:
+            return self.net(x)
+        wants_states = (self.output or "").split(".")[0] in ("hidden_states", "attentions")
+        kwargs = {f"output_{self.output.split('.')[0]}": True} if wants_states else {}
+        try:
+            output = self.net(x, **kwargs)
+        except Stop as stop:
+            return stop.output
+        if self._hook is not None:
+            raise LayerNeverRan(f"layer {self.tap!r} of {self.architecture} never ran")
         return output
+
+    def _features(self, raw: Any, hw: tuple[int, int], stride: int | None) -> torch.Tensor:
+        where = f"{self.label}" + (f" output {self.output}" if self.output else "")
+        value = single_tensor(select_output(raw, self.output, self.label), where)
+        return to_features(value, hw, stride, self.layout, self.prefix_tokens, where)
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        hw = (int(x.shape[-2]), int(x.shape[-1]))
+        stride = self._geometry(hw)["stride"] if self.spec is None else None
+        return self._features(self._raw(x), hw, stride)
 
     @property
     def stride(self) -> int:
         """Input pixels per output cell (for a vector: the stride of the last map)."""
-        return self._geometry["stride"]
+        return self._geometry()["stride"]
 
     @property
     def receptive_field(self) -> int:
         """Input pixels one output unit sees, along a side (M&V's Tables 1-3, "r.f. size")."""
-        return self._geometry["receptive_field"]
+        return self._geometry()["receptive_field"]
 
     # -------------------------------------------------------------- Representation API
     @property
     def label(self) -> str:
-        return f"{self.network_name}-{self.layer}"
+        return f"{self.network_name}-{self.layer or 'output'}"
 
     @property
     def layer_names(self) -> tuple[str, ...]:
-        return tuple(self.spec.layers) if self.spec else ()
+        """Layer names in the network's order (a built-in's paper names, else module names)."""
+        if self.spec is not None:
+            return tuple(self.spec.layers)
+        return tuple(name for name, _ in self.net.named_modules() if name)
 
     @property
     def network_name(self) -> str:
+        if self.architecture == VISION_MODEL and "model" in self.architecture_options:
+            return str(self.architecture_options["model"])
         return self.architecture.rpartition(":")[2]
 
     @property
     def default_image_size(self) -> int:  # type: ignore[override]
-        return self.spec.input_size if self.spec else 224
+        if self.spec is not None:
+            return self.spec.input_size
+        return built_for_size(self.net) or 224
 
     @property
     def min_image_size(self) -> int:  # type: ignore[override]
-        # a vector after a flatten without adaptive pooling needs the training input size
+        # A built-in's vector after a flatten without adaptive pooling needs its input size;
+        # any other network is probed at the size asked for, and says if it refuses it.
+        if self.spec is None:
+            return 16
         adaptive = any(isinstance(m, nn.AdaptiveAvgPool2d) for m in self.net.modules())
-        vector = len(self._geometry["shape"]) == 1
+        vector = len(self._geometry()["shape"]) == 1
         return self.default_image_size if vector and not adaptive else 16
 
     @property
@@ -302,34 +364,27 @@ class CNN(Representation):
         return self.input_norm(images)
 
     def output_shape(self, image_size: int | tuple[int, int]) -> tuple[int, ...]:
-        height, width = as_pair(image_size)
-        if (height, width) == (self.default_image_size,) * 2:
-            return self._geometry["shape"]
-        with torch.no_grad():
-            probe = torch.zeros(1, 3, height, width, device=self.input_norm.mean.device)
-            return tuple(self._run(probe).shape[1:])
+        return self._geometry(image_size)["shape"]
 
     def config(self) -> dict[str, Any]:
         options = {"architecture": self.architecture, "layer": self.layer, "weights": self.weights}
         if self.normalization_override is not None:
             options["normalization"] = self.normalization_override
-        return options
+        extra = {
+            "architecture_options": self.architecture_options or None,
+            "output": self.output,
+            "layout": None if self.layout == "auto" else self.layout,
+            "prefix_tokens": None if self.prefix_tokens == "drop" else self.prefix_tokens,
+        }
+        return {**options, **{k: v for k, v in extra.items() if v is not None}}
 
     def decoder_defaults(self, image_size: int | tuple[int, int]) -> dict[str, Any]:
-        """Sect. 2.2: maps -> three convolutions, then up-convolutions (no contraction);
-        vectors -> Table 1's fully connected decoder (its own defaults)."""
-        shape = self.output_shape(image_size)
-        # A network's features are far from unit scale (trained ones large and heavy-tailed):
-        # the decoder standardizes them per channel (featinv.decoders.standardize).
-        if len(shape) != 3:
-            return {"standardize": STANDARDIZE_BATCHES}
-        return {
-            "num_convs": 3,
-            "min_bottleneck": min(shape[1:]),
-            "width": 256,
-            "max_width": 256,
-            "standardize": STANDARDIZE_BATCHES,
-        }
+        """A decoder whose cost fits the map it reads (``network_decoder.fitted_decoder``)."""
+        return fitted_decoder(self.output_shape(image_size), image_size)
+
+    def legacy_decoder_defaults(self, image_size: int | tuple[int, int]) -> dict[str, Any]:
+        """Sect. 2.2 as featinv 0.2 built it for every network (``paper_decoder``)."""
+        return paper_decoder(self.output_shape(image_size))
 
     def baseline_defaults(self) -> dict[str, Any]:
         """M&V Sect. 5.2: C per layer (built-ins), jitter a quarter of the stride."""

@@ -25,6 +25,7 @@ from lightning.pytorch.callbacks import Callback
 from torchmetrics import MeanMetric
 
 from featinv.checkpoint import check_resumable, featinv_entry
+from featinv.decoders import complete_decoder_options
 from featinv.losses import (
     LossSettings,
     feature_loss,
@@ -102,6 +103,10 @@ class InversionModule(L.LightningModule):
             )
         except (TypeError, ValueError) as error:  # a bad option of Phi or of the decoder
             raise OptionError(f"model: {error}") from None
+        # The decoder's every option is recorded: it rebuilds the same under later defaults.
+        self.hparams["decoder_options"] = complete_decoder_options(
+            self.representation, image_size, decoder_options
+        )
         self.representation.requires_grad_(train_encoder)
         self.losses = LossSettings.from_options(loss)
         #: C of the feature loss when it is not Phi (registered: its weights are saved), and
@@ -369,6 +374,12 @@ class InversionModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse, by name, to resume from a checkpoint of other networks; remember its
         optimizer settings, so that ones the user changed are applied (``on_train_start``)."""
+        saved = checkpoint.get("hyper_parameters")
+        if isinstance(saved, dict) and saved.get("image_size") == self.hparams.image_size:
+            # featinv 0.2 recorded only the decoder options the user set
+            saved["decoder_options"] = complete_decoder_options(
+                self.representation, self.hparams.image_size, saved.get("decoder_options"), True
+            )
         check_resumable(checkpoint, dict(self.hparams))
         self.resumed_settings = dict(checkpoint.get("hyper_parameters", {}))
         entry = checkpoint["featinv"]

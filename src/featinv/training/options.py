@@ -14,22 +14,34 @@ from featinv.reliability import OptionError, require
 from featinv.representations import representation_class
 
 
+class StepPlan:
+    """The length of a learning-rate schedule: ``planned`` as configured, ``total`` as a time
+    budget (``featinv.training.budget``) projects it, never past ``planned``."""
+
+    def __init__(self, total: float) -> None:
+        self.total = self.planned = total
+
+
 def linear_decay(total: float, start: float, final: float) -> Callable[[int], float]:
     """The learning-rate factor at a step: 1 until ``start`` of ``total`` steps, then a linear
     decay to ``final`` at the end ("we gradually decreased the learning rate towards the end
     of training", Dosovitskiy & Brox, Sect. 2.2).
 
-    Without a known length (no max_steps, an endless loader) the rate stays constant.
+    Without a known length (no max_steps, an endless loader) the rate stays constant. The
+    function's ``plan`` (a ``StepPlan``) holds the length; a plain function, so a resumed
+    schedule takes the current settings rather than the checkpoint's.
     """
+    plan = StepPlan(total)
 
     def factor(step: int) -> float:
-        if not math.isfinite(total) or total <= 0:
+        if not math.isfinite(plan.total) or plan.total <= 0:
             return 1.0
-        progress = step / total
+        progress = step / plan.total
         if progress <= start:
             return 1.0
         return 1.0 - (1.0 - final) * min((progress - start) / max(1.0 - start, 1e-8), 1.0)
 
+    factor.plan = plan  # type: ignore[attr-defined]
     return factor
 
 
