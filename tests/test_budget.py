@@ -62,6 +62,8 @@ def test_budget_stops_after_the_last_epoch_that_fits_and_decays_to_it(monkeypatc
         run_epoch(budget, trainer, clock, 60)
     assert trainer.current_epoch == 9
     assert clock.now - 1000.0 + 5 <= 600  # the re-validation still fits
+    trainer.global_step = 900
+    assert budget.summary(trainer).startswith("ended by the time budget (10 minutes) after 900")
 
 
 def test_no_budget_changes_nothing(monkeypatch):
@@ -72,7 +74,7 @@ def test_no_budget_changes_nothing(monkeypatch):
     budget.on_train_start(trainer, None)
     for _ in range(30):
         run_epoch(budget, trainer, clock, 600)
-    assert not trainer.should_stop
+    assert not trainer.should_stop and budget.summary(trainer) is None
     assert trainer.lr_scheduler_configs[0].scheduler.lr_lambdas[0].plan.total == 3000
 
 

@@ -27,6 +27,12 @@ HF_CLIP = {
 CLIP_NORMALIZATION = {"mean": [0.4815, 0.4578, 0.4082], "std": [0.2686, 0.2613, 0.2758]}
 
 
+@pytest.fixture
+def transformers():
+    """Hugging Face transformers (an optional dependency; .ci/run installs it)."""
+    return pytest.importorskip("transformers", reason="pip install transformers")
+
+
 def test_a_vit_blocks_tokens_are_its_hidden_state_on_the_patch_grid():
     phi = build_representation("cnn", architecture=VIT, layer="blocks.1")
     images = torch.rand(2, 3, 32, 32)
@@ -74,7 +80,7 @@ def test_channel_last_maps_are_recognized_and_can_be_named():
     assert named.output_shape(32) == (24, 8, 8)
 
 
-def test_hugging_face_outputs_by_field_and_hidden_state():
+def test_hugging_face_outputs_by_field_and_hidden_state(transformers):
     torch.manual_seed(0)
     hidden = build_representation(
         "cnn",
@@ -127,6 +133,8 @@ def test_hugging_face_outputs_by_field_and_hidden_state():
     ],
 )
 def test_bad_transformer_options_are_one_line_each(options, message):
+    if options["architecture"] == VISION_MODEL:
+        pytest.importorskip("transformers", reason="pip install transformers")
     options = {"layer": None, **options}
     with pytest.raises(ValueError, match=message):
         build_networks("cnn", options, 32, None)
@@ -163,13 +171,17 @@ def _train(tmp_path, monkeypatch, options: str) -> Inverter:
     return inverter
 
 
-def test_a_hugging_face_vit_block_trains_through_train_py_and_reloads(tmp_path, monkeypatch):
+def test_a_hugging_face_vit_block_trains_through_train_py_and_reloads(
+    tmp_path, monkeypatch, transformers
+):
     options = {"architecture": VISION_MODEL, "layer": "layers.1", "architecture_options": HF_VIT}
     inverter = _train(tmp_path, monkeypatch, str(options))
     assert inverter.representation.output_shape(32) == (16, 4, 4)
 
 
-def test_a_clip_image_embedding_trains_through_train_py_and_reloads(tmp_path, monkeypatch):
+def test_a_clip_image_embedding_trains_through_train_py_and_reloads(
+    tmp_path, monkeypatch, transformers
+):
     options = {
         "architecture": VISION_MODEL,
         "layer": None,
@@ -231,3 +243,27 @@ def test_token_layers_evaluate_export_and_load_as_a_cnns_do(tmp_path, photo_fold
     expected = Inverter.from_checkpoint(paths[0], architecture=VIT).reconstruct(images)
     loaded = Inverter.load(exported, architecture=VIT)
     assert torch.equal(loaded.reconstruct(images), expected)
+
+
+def test_a_local_pretrained_folder_loads_offline(tmp_path, transformers):
+    torch.manual_seed(0)
+    built = build_representation(
+        "cnn", architecture=VISION_MODEL, architecture_options=HF_VIT, layer="layers.0"
+    )
+    built.net.save_pretrained(tmp_path / "vit")
+    loaded = build_representation(
+        "cnn",
+        architecture=VISION_MODEL,
+        architecture_options={"model": "ViTModel", "pretrained": str(tmp_path / "vit")},
+        layer="layers.0",
+    )
+    images = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(images), built(images))
+    with pytest.raises(ValueError, match="failed to build"):
+        build_representation(
+            "cnn",
+            architecture=VISION_MODEL,
+            architecture_options={"model": "ViTModel", "pretrained": str(tmp_path / "none")},
+            layer="layers.0",
+        )

@@ -80,12 +80,12 @@ def train_layer(args: argparse.Namespace, layer: str) -> dict[str, Any]:
         "-c",
         "from featinv.cli import main; main()",
         "fit",
+        *args.train_arg,  # first, so that a --config among them does not undo the sweep's own
         "--model.representation=cnn",
         f"--model.representation_options={json.dumps(options)}",
         f"--budget.minutes={args.minutes}",
         f"--checkpoint_dir={out / 'checkpoints' / layer}",
         "--trainer.logger=false",
-        *args.train_arg,
     ]
     print(f"{layer}: training, at most {args.minutes:g} minutes", flush=True)
     started = time.monotonic()

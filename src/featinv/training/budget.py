@@ -43,6 +43,8 @@ class TimeBudget(Callback):
         self._validation_started: float | None = None
         #: the epochs the run was projected to end after (logged once when it shrinks)
         self.projected_epochs: int | None = None
+        #: whether the budget, rather than max_epochs / max_steps, ended the run
+        self.ended_run = False
 
     # ----------------------------------------------------------------------- measuring
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -79,6 +81,7 @@ class TimeBudget(Callback):
             fit = min(fit, trainer.max_epochs)
         if fit <= done:
             trainer.should_stop = True
+            self.ended_run = trainer.max_epochs is None or done < trainer.max_epochs
             log.info(
                 "time budget: stopping after epoch %d (%.1f of %.1f minutes used)",
                 done,
@@ -93,7 +96,7 @@ class TimeBudget(Callback):
         # An epoch longer than the budget left (a huge epoch, a machine that slowed down) ends
         # the run in the middle of it rather than overrunning.
         if self.minutes is not None and self.left() < 0:
-            trainer.should_stop = True
+            trainer.should_stop = self.ended_run = True
 
     def _project(self, trainer: pl.Trainer, epochs: int) -> None:
         """Point the learning-rate decay at the end of ``epochs`` epochs."""
@@ -108,6 +111,15 @@ class TimeBudget(Callback):
         if self.projected_epochs is None or epochs < self.projected_epochs:
             log.info("time budget: %d epochs fit (%d steps)", epochs, steps)
         self.projected_epochs = epochs
+
+    def summary(self, trainer: pl.Trainer) -> str | None:
+        """The summary's line when the budget ended the run."""
+        if not self.ended_run:
+            return None
+        return (
+            f"ended by the time budget ({self.minutes:g} minutes) after {trainer.global_step} "
+            f"steps; the learning rate decayed to fit them (--budget.minutes null: no budget)"
+        )
 
     def state_dict(self) -> dict[str, Any]:
         return {"minutes": self.minutes}

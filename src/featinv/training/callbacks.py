@@ -22,6 +22,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from featinv.figures import comparison_grid
 from featinv.reliability import CheckpointWriteError, atomic_write
+from featinv.training.budget import TimeBudget
 
 STAGES = ("train", "val")
 
@@ -186,6 +187,11 @@ class RunSummary(Callback):
             f"reconstruction grid: {c.last_path}"
             for c in trainer.callbacks
             if isinstance(c, ReconstructionGrid) and c.last_path is not None
+        ]
+        lines += [
+            line
+            for c in trainer.callbacks
+            if isinstance(c, TimeBudget) and (line := c.summary(trainer)) is not None
         ]
         own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
