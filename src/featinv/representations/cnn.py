@@ -9,10 +9,14 @@
   or any module name from ``named_modules()`` (``features.29``, ``layer4.2.relu``);
 * the forward pass stops at that layer: a built-in network is cut after it (its later
   modules are not even built), any other network is stopped by a hook that raises;
-* output shape, stride and receptive field come from probing the network, so the decoder is
-  sized with no per-layer settings (Dosovitskiy & Brox, Sect. 2.2: spatial maps get
-  convolutions then up-convolutions, vectors Table 1's decoder), and the optimization
-  baseline gets M&V's jitter (a quarter of the stride, IJCV Sect. 5.2).
+* an output that is not one conv map (tokens, a channel-last map, a tuple, dict or Hugging
+  Face ``ModelOutput``) becomes a map or a vector (``network_output``; options ``output``,
+  ``layout``, ``prefix_tokens``), and an import path's callable takes
+  ``architecture_options``;
+* output shape, stride and receptive field come from probing the network at the size asked
+  for (the training size), so the decoder is sized with no per-layer settings
+  (``network_decoder``; Dosovitskiy & Brox, Sect. 2.2), and the optimization baseline gets
+  M&V's jitter (a quarter of the stride, IJCV Sect. 5.2).
 
 Weights come from local files only (a state dict, or a ``featinv-convert-weights`` output that
 also records the input normalization); ``None`` looks for torchvision's file in torch's hub
@@ -43,8 +47,7 @@ from featinv.representations.base import Representation, check_images, register
 from featinv.representations.huggingface import VISION_MODEL
 from featinv.representations.network_decoder import fitted_decoder, paper_decoder
 from featinv.representations.network_output import (
-    LAYOUTS,
-    PREFIX_TOKENS,
+    check_layout,
     select_output,
     single_tensor,
     to_features,
@@ -82,7 +85,8 @@ class CNN(Representation):
     Args:
         architecture: built-in name, ``package.module:callable``, or the callable itself
             (recorded by its import path).
-        layer: paper layer name (built-ins) or module name from ``named_modules()``.
+        layer: paper layer name (built-ins) or module name from ``named_modules()``; ``None``:
+            the network's own output (import paths).
         weights: path of a state dict (or of a ``featinv-convert-weights`` output); ``None``:
             torchvision's file from torch's hub cache (built-ins) or the factory's own
             weights (import paths); ``"random"``: random initialization (tests only).
@@ -107,7 +111,7 @@ class CNN(Representation):
     def __init__(
         self,
         architecture: str | Callable[..., Any] = "vgg16",
-        layer: str = "conv5_3",
+        layer: str | None = "conv5_3",
         weights: str | None = None,
         normalization: dict[str, Any] | None = None,
         load_weights: bool = True,
@@ -127,12 +131,7 @@ class CNN(Representation):
         self.architecture_options = dict(architecture_options or {})
         self.output = None if output is None else str(output)
         self.layout, self.prefix_tokens = layout, prefix_tokens
-        for option, value, choices in (
-            ("layout", layout, LAYOUTS),
-            ("prefix_tokens", prefix_tokens, PREFIX_TOKENS),
-        ):
-            if value not in choices:
-                raise ValueError(f"{option} must be one of {', '.join(choices)}, got {value!r}")
+        check_layout(layout, prefix_tokens)
         self.spec: Architecture | None = ARCHITECTURES.get(architecture)
         if self.spec is not None:
             if self.architecture_options:

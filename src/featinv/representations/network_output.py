@@ -32,6 +32,16 @@ PREFIX_TOKENS = ("drop", "keep")
 MAX_PREFIX_TOKENS = 18
 
 
+def check_layout(layout: str, prefix_tokens: str) -> None:
+    """Refuse a ``layout`` or ``prefix_tokens`` that is not one of the choices."""
+    for option, value, choices in (
+        ("layout", layout, LAYOUTS),
+        ("prefix_tokens", prefix_tokens, PREFIX_TOKENS),
+    ):
+        if value not in choices:
+            raise ValueError(f"{option} must be one of {', '.join(choices)}, got {value!r}")
+
+
 def fields_of(value: Any) -> list[str]:
     """The names (or indices) an output can be indexed by, for error messages."""
     if isinstance(value, Mapping):
