@@ -63,6 +63,7 @@ def feature_benchmark_args(doc: str | None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (hog_speed)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"machine: {describe_machine()}")

@@ -10,6 +10,7 @@ from featinv import Inverter
 from featinv.cli import main
 from featinv.data.datamodule import InversionDataModule
 from featinv.training import InversionModule
+from featinv.training.options import linear_decay
 from tests.helpers import train_steps
 
 TINY_DECODER = {"width": 16, "max_width": 32, "min_width": 8}
@@ -59,15 +60,52 @@ def test_checkpoint_round_trip_through_inverter(tmp_path, photo_batch):
 
 
 def test_learning_rate_decays_near_the_end(tmp_path):
-    trainer, _, _ = _fit(tmp_path, max_steps=8, lr_decay_start=0.5, lr_final_factor=0.1)
+    trainer, _, _ = _fit(
+        tmp_path, max_steps=8, lr_decay_start=0.5, lr_final_factor=0.1, lr_warmup_steps=0
+    )
     lr = trainer.optimizers[0].param_groups[0]["lr"]
     assert lr == pytest.approx(1e-4, rel=1e-6)
+
+
+def test_learning_rate_warms_up_linearly(tmp_path):
+    trainer, _, _ = _fit(tmp_path, max_steps=3, lr_warmup_steps=10, lr_decay_start=1.0)
+    # three steps taken: the rate in force for the fourth is 4/10 of lr
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(4e-4, rel=1e-6)
+
+
+def test_warmup_and_decay_multiply():
+    factor = linear_decay(100, 0.5, 0.1, warmup=20)
+    assert factor(0) == pytest.approx(1 / 20)
+    assert factor(19) == factor(50) == 1.0
+    assert factor(100) == pytest.approx(0.1)
+    assert linear_decay(float("inf"), 0.5, 0.1, warmup=4)(1) == pytest.approx(0.5)
+
+
+def test_adam_betas_default_to_the_representations_and_are_recorded():
+    hog = InversionModule(representation="hog", image_size=32, decoder_options=TINY_DECODER)
+    assert tuple(hog.hparams.betas) == (0.9, 0.999)  # the paper's
+    network = InversionModule(
+        representation="cnn",
+        representation_options={"architecture": "alexnet", "layer": "conv1", "weights": "random"},
+        image_size=64,
+        decoder_options=TINY_DECODER,
+    )
+    assert tuple(network.hparams.betas) == (0.9, 0.99)
+    chosen = InversionModule(
+        representation="hog", image_size=32, decoder_options=TINY_DECODER, betas=(0.5, 0.9)
+    )
+    assert tuple(chosen.hparams.betas) == (0.5, 0.9)
 
 
 def test_learning_rate_decays_over_the_batches_of_an_adversarial_run(tmp_path):
     """max_steps counts both optimizers' steps; the schedule still ends at the last batch."""
     trainer, module, _ = _fit(
-        tmp_path, max_steps=8, lr_decay_start=0.5, lr_final_factor=0.1, loss={"adversarial": 0.1}
+        tmp_path,
+        max_steps=8,
+        lr_decay_start=0.5,
+        lr_final_factor=0.1,
+        lr_warmup_steps=0,
+        loss={"adversarial": 0.1},
     )
     assert trainer.global_step == 8 and not module.automatic_optimization
     decoder, discriminator = trainer.optimizers

@@ -35,5 +35,7 @@ def rgb_to_grey(images: torch.Tensor) -> torch.Tensor:
     """Convert RGB images ``(B, 3, H, W)`` to grey ``(B, 1, H, W)`` with MATLAB's weights."""
     if images.shape[1] == 1:
         return images
-    weights = images.new_tensor(GREY_WEIGHTS).view(1, 3, 1, 1)
-    return (images * weights).sum(dim=1, keepdim=True)
+    red, green, blue = images[:, 0:1], images[:, 1:2], images[:, 2:3]
+    # three passes over one plane each, not a (B, 3, H, W) product and then its sum
+    red_weight, green_weight, blue_weight = GREY_WEIGHTS
+    return (red * red_weight).add_(green, alpha=green_weight).add_(blue, alpha=blue_weight)

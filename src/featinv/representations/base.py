@@ -70,6 +70,9 @@ class Representation(nn.Module):
     #: For one that runs in the loader: the shard field (``KEY.FIELD``) holding what it stores
     #: per image (``featinv-shards --features NAME``); ``None``: it stores nothing.
     stored_field: ClassVar[str | None] = None
+    #: Adam's betas for its decoder when the user sets none: the paper's (0.9, 0.999). A
+    #: network's features override them (``CNN``).
+    adam_betas: ClassVar[tuple[float, float]] = (0.9, 0.999)
 
     @property
     def label(self) -> str:

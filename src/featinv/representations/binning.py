@@ -5,8 +5,9 @@ A pixel at ``x`` (of those that vote) splits its vote between the cells left and
 ``hx - floor(hx)``, and likewise in y; votes that land outside the grid are dropped.
 
 Nothing of size (pixels x bins) is materialized: the x-vote is a ``scatter_add`` into
-(row, bin x padded cell column) and the y-vote is a matrix product with a fixed
-(cells x rows) weight matrix, which keeps this fast on CPU and GPU alike.
+(row, bin x padded cell column), and the y-vote sums each run of ``cell_size`` rows that share
+their two cells with the run's fixed pair of weights (one small matrix product per run), which
+keeps this fast on CPU and GPU alike.
 """
 
 from __future__ import annotations
@@ -28,17 +29,22 @@ def _axis_weights(
     return (left + 1).long(), (1 - w_right).to(dtype), w_right.to(dtype)
 
 
-def _row_matrix(
-    num_pixels: int, num_cells: int, cell_size: int, dtype: torch.dtype, device: torch.device
-) -> torch.Tensor:
-    """Dense ``(num_cells, num_pixels - 2)`` matrix of the bilinear votes of rows into cells."""
-    padded, w_top, w_bottom = _axis_weights(num_pixels, cell_size, dtype, device)
-    size = max(int(padded.max()) + 2, num_cells + 2)
-    matrix = torch.zeros(size, num_pixels - 2, dtype=dtype, device=device)
-    rows = torch.arange(num_pixels - 2, device=device)
-    matrix[padded, rows] = w_top
-    matrix[padded + 1, rows] = w_bottom
-    return matrix[1 : num_cells + 1]
+def _row_runs(cell_size: int) -> tuple[int, int]:
+    """Rows ``y`` with ``(y - cell_size // 2) // cell_size == j`` share their top cell ``j``
+    and bottom cell ``j + 1``, with weights that depend only on the row's place in the run.
+    Returns the top cell of the first inner row's run (-1 or 0) and how many blank rows put
+    that row at its place in the run."""
+    offset = 1 - cell_size // 2
+    first_top = offset // cell_size
+    return first_top, offset - first_top * cell_size
+
+
+def _run_weights(cell_size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``(2, cell_size)``: the top and bottom cell's weight of each row of a run."""
+    place = torch.arange(cell_size, dtype=torch.float64, device=device)
+    # h = (y + 0.5) / s - 0.5 with y = s // 2 + place + j * s, i.e. h - j as below
+    bottom = (place + cell_size // 2 + 0.5) / cell_size - 0.5
+    return torch.stack([1 - bottom, bottom]).to(dtype)
 
 
 def bilinear_cell_histogram(
@@ -68,16 +74,29 @@ def bilinear_cell_histogram(
 
     col_index, w_left, w_right = _axis_weights(width, cell_size, dtype, device)
     padded_w = max(int(col_index.max()) + 2, grid_w + 2)
-    hist = torch.zeros(batch, height - 2, num_bins * padded_w, dtype=dtype, device=device)
+    # Rows padded in front and behind so that they fall into whole runs of cell_size rows.
+    first_top, blank = _row_runs(cell_size)
+    runs = -(-(blank + height - 2) // cell_size)
+    hist = torch.zeros(batch, runs * cell_size, num_bins * padded_w, dtype=dtype, device=device)
+    inner = hist[:, blank : blank + height - 2]
     for bins, weight in votes:
         index = (bins * padded_w).add_(col_index.to(bins.dtype)).long()
         left = w_left.expand_as(index) if weight is None else weight * w_left
         right = w_right.expand_as(index) if weight is None else weight * w_right
-        hist.scatter_add_(2, index, left)
+        inner.scatter_add_(2, index, left)
         # The right cell's vote goes through a view shifted by one column: same index tensor.
-        hist[..., 1:].scatter_add_(2, index, right)
+        inner[..., 1:].scatter_add_(2, index, right)
 
-    # (grid_h, rows) @ (B, rows, bins x padded cols), then crop the padding.
-    rows = _row_matrix(height, grid_h, cell_size, dtype, device)
-    out = torch.matmul(rows, hist).view(batch, grid_h, num_bins, padded_w)
+    # Each run's rows summed with its top and bottom weights: (B, runs, 2, bins x padded cols).
+    pairs = torch.matmul(
+        _run_weights(cell_size, dtype, device), hist.view(batch, runs, cell_size, -1)
+    )
+    # Cell c is the top of run c - first_top and the bottom of the run before it.
+    top, bottom = pairs[:, :, 0], pairs[:, :, 1]
+    cells = torch.zeros(batch, grid_h, top.shape[-1], dtype=dtype, device=device)
+    for part, shift in ((top, first_top), (bottom, first_top + 1)):
+        lo, hi = max(shift, 0), min(shift + runs, grid_h)
+        if hi > lo:
+            cells[:, lo:hi] += part[:, lo - shift : hi - shift]
+    out = cells.view(batch, grid_h, num_bins, padded_w)
     return out[..., 1 : grid_w + 1].permute(0, 2, 1, 3)

@@ -30,7 +30,7 @@ import difflib
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -107,6 +107,12 @@ class CNN(Representation):
     name = "cnn"
     differentiable = True
     loads_weights = True
+    #: Adam's second moment averaged over about 100 steps rather than 1000: a trained
+    #: network's features are heavy-tailed, and on them the decoder's gradients grow by orders
+    #: of magnitude within a few steps; with beta2 = 0.999 Adam's step stays too large for long
+    #: enough to diverge (Dosovitskiy & Brox found lr 1e-3 "to work well" for "most networks",
+    #: Sect. 2.2; docs/trained-networks.md has the measurement).
+    adam_betas: ClassVar[tuple[float, float]] = (0.9, 0.99)
 
     def __init__(
         self,

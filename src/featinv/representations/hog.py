@@ -25,6 +25,8 @@ _CLAMP = 0.2
 _NORM_EPS = 1e-4
 #: Step 6: VLFeat's texture factor ``1 / sqrt(18)`` computed in float32.
 _TEXTURE_FACTOR = 1.0 / math.sqrt(18.0)
+#: On the CPU a batch is computed in pieces of at most this many pixels (at least one image).
+_CPU_PIXELS_PER_PIECE = 1 << 20
 
 
 def hog_grid_size(height: int, width: int, cell_size: int = 8) -> tuple[int, int]:
@@ -183,6 +185,16 @@ def hog_features(
     height, width = image.shape[-2:]
     if height < 4 or width < 4:
         raise ValueError(f"HOG needs images larger than 3x3 pixels, got {height}x{width}")
+    per_piece = max(1, _CPU_PIXELS_PER_PIECE // (height * width))
+    if image.device.type == "cpu" and image.shape[0] > per_piece:
+        # Intermediates of a few MB are reused by the allocator and stay in cache; those of a
+        # whole large batch are fresh pages on every call (docs/benchmarks.md).
+        return torch.cat(
+            [
+                hog_features(piece, cell_size, num_orientations, bilinear_orientations)
+                for piece in image.split(per_piece)
+            ]
+        )
     hog_h, hog_w = hog_grid_size(height, width, cell_size)
     n_dir = 2 * num_orientations
 

@@ -53,11 +53,14 @@ class InversionModule(L.LightningModule):
         image_size: side of the training crops.
         decoder_options: keyword arguments of the decoder (widths, bottleneck, ...).
         lr: Adam learning rate (paper: 1e-3).
-        betas: Adam betas (paper: 0.9, 0.999).
+        betas: Adam betas; ``None``: the representation's (``Representation.adam_betas``):
+            the paper's 0.9, 0.999, and 0.9, 0.99 on a network's features.
         weight_decay: Adam weight decay.
         lr_decay_start: fraction of training after which the learning rate decays ("we
             gradually decreased the learning rate towards the end of training").
         lr_final_factor: the learning rate at the end, as a fraction of ``lr`` (linear decay).
+        lr_warmup_steps: steps over which the learning rate rises linearly to ``lr`` (not in
+            the paper; keeps Adam's first steps on a trained network's features stable).
         train_encoder: also train Phi's parameters (the autoencoder upper bound, Sect. 4.2).
         max_normalizer_images: validation images kept to compute the normalizer N.
         grid_images: validation images shown in the reconstruction grid.
@@ -81,10 +84,11 @@ class InversionModule(L.LightningModule):
         image_size: int = 64,
         decoder_options: dict[str, Any] | None = None,
         lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
+        betas: tuple[float, float] | None = None,
         weight_decay: float = 0.0,
         lr_decay_start: float = 0.75,
         lr_final_factor: float = 0.1,
+        lr_warmup_steps: int = 100,
         train_encoder: bool = False,
         max_normalizer_images: int = 512,
         grid_images: int = 16,
@@ -107,6 +111,8 @@ class InversionModule(L.LightningModule):
         self.hparams["decoder_options"] = complete_decoder_options(
             self.representation, image_size, decoder_options
         )
+        if betas is None:  # recorded as used, so a file says what trained it
+            self.hparams["betas"] = tuple(self.representation.adam_betas)
         self.representation.requires_grad_(train_encoder)
         self.losses = LossSettings.from_options(loss)
         #: C of the feature loss when it is not Phi (registered: its weights are saved), and
@@ -341,6 +347,7 @@ class InversionModule(L.LightningModule):
             total,
             self.hparams.lr_decay_start,
             self.hparams.lr_final_factor,
+            self.hparams.lr_warmup_steps,
         )
         scheduler = {
             "scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, decay),

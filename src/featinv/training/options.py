@@ -22,10 +22,18 @@ class StepPlan:
         self.total = self.planned = total
 
 
-def linear_decay(total: float, start: float, final: float) -> Callable[[int], float]:
+def linear_decay(
+    total: float, start: float, final: float, warmup: int = 0
+) -> Callable[[int], float]:
     """The learning-rate factor at a step: 1 until ``start`` of ``total`` steps, then a linear
     decay to ``final`` at the end ("we gradually decreased the learning rate towards the end
-    of training", Dosovitskiy & Brox, Sect. 2.2).
+    of training", Dosovitskiy & Brox, Sect. 2.2), times a linear warm-up over the first
+    ``warmup`` steps.
+
+    The warm-up is ours, not the paper's: on a trained network's features Adam's first steps
+    at the full rate, taken while its second-moment estimates are still poor (and while the
+    decoder's input standardization is still being measured), can throw the decoder into a
+    divergence it does not come back from (``docs/trained-networks.md``).
 
     Without a known length (no max_steps, an endless loader) the rate stays constant. The
     function's ``plan`` (a ``StepPlan``) holds the length; a plain function, so a resumed
@@ -34,12 +42,14 @@ def linear_decay(total: float, start: float, final: float) -> Callable[[int], fl
     plan = StepPlan(total)
 
     def factor(step: int) -> float:
+        ramp = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
         if not math.isfinite(plan.total) or plan.total <= 0:
-            return 1.0
+            return ramp
         progress = step / plan.total
         if progress <= start:
-            return 1.0
-        return 1.0 - (1.0 - final) * min((progress - start) / max(1.0 - start, 1e-8), 1.0)
+            return ramp
+        decay = 1.0 - (1.0 - final) * min((progress - start) / max(1.0 - start, 1e-8), 1.0)
+        return ramp * decay
 
     factor.plan = plan  # type: ignore[attr-defined]
     return factor
@@ -60,14 +70,18 @@ def check_model_options(values: dict[str, Any]) -> None:
     require(values["lr"] > 0, "model.lr", "positive", values["lr"])
     betas = values["betas"]
     require(
-        len(betas) == 2 and all(0 <= b < 1 for b in betas),
+        betas is None or (len(betas) == 2 and all(0 <= b < 1 for b in betas)),
         "model.betas",
-        "[beta1, beta2] with values in [0, 1)",
+        "[beta1, beta2] with values in [0, 1), or null",
         betas,
     )
     require(values["weight_decay"] >= 0, "model.weight_decay", "at least 0", values["weight_decay"])
     for name in ("lr_decay_start", "lr_final_factor"):
         require(0 <= values[name] <= 1, f"model.{name}", "in [0, 1]", values[name])
+    warmup = values["lr_warmup_steps"]
+    require(
+        isinstance(warmup, int) and warmup >= 0, "model.lr_warmup_steps", "an integer >= 0", warmup
+    )
     require(
         values["max_normalizer_images"] >= 2,
         "model.max_normalizer_images",
@@ -84,7 +98,14 @@ def check_model_options(values: dict[str, Any]) -> None:
 
 
 #: The optimizer settings a resumed run may change; each change is applied and logged.
-RESUMABLE_CHANGES = ("lr", "betas", "weight_decay", "lr_decay_start", "lr_final_factor")
+RESUMABLE_CHANGES = (
+    "lr",
+    "betas",
+    "weight_decay",
+    "lr_decay_start",
+    "lr_final_factor",
+    "lr_warmup_steps",
+)
 
 
 def apply_resumed_changes(
