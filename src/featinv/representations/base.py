@@ -71,7 +71,10 @@ class Representation(nn.Module):
     #: per image (``featinv-shards --features NAME``); ``None``: it stores nothing.
     stored_field: ClassVar[str | None] = None
     #: Adam's betas for its decoder when the user sets none: the paper's (0.9, 0.999). A
-    #: network's features override them (``CNN``).
+    #: network's features (``CNN``) take beta2 = 0.99: they are heavy-tailed, the decoder's
+    #: gradients on them grow by orders of magnitude within a few steps, and with 0.999 Adam's
+    #: second moment lags them long enough to diverge (docs/trained-networks.md). Dosovitskiy
+    #: & Brox found lr 1e-3 "to work well" for "most networks" (Sect. 2.2), not all.
     adam_betas: ClassVar[tuple[float, float]] = (0.9, 0.999)
 
     @property

@@ -30,7 +30,7 @@ import difflib
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
@@ -107,12 +107,7 @@ class CNN(Representation):
     name = "cnn"
     differentiable = True
     loads_weights = True
-    #: Adam's second moment averaged over about 100 steps rather than 1000: a trained
-    #: network's features are heavy-tailed, and on them the decoder's gradients grow by orders
-    #: of magnitude within a few steps; with beta2 = 0.999 Adam's step stays too large for long
-    #: enough to diverge (Dosovitskiy & Brox found lr 1e-3 "to work well" for "most networks",
-    #: Sect. 2.2; docs/trained-networks.md has the measurement).
-    adam_betas: ClassVar[tuple[float, float]] = (0.9, 0.99)
+    adam_betas = (0.9, 0.99)  # heavy-tailed features (see Representation.adam_betas)
 
     def __init__(
         self,
@@ -234,9 +229,7 @@ class CNN(Representation):
         return read_state(path)
 
     def _missing_weights_message(self, looked: list[Path]) -> str:
-        return missing_weights_message(
-            self.architecture, looked, self.spec.hub_file if self.spec else None
-        )
+        return missing_weights_message(self.architecture, looked, self.spec and self.spec.hub_file)
 
     def load_layout(self, state: dict[str, torch.Tensor], source: str = "state dict") -> None:
         """Load the weights the (truncated) network needs from a full-network state dict.
