@@ -186,3 +186,26 @@ def test_compiled_decoder_keeps_its_checkpoint_keys_and_outputs(tmp_path):
         module.configure_model()  # a second fit/validate does not compile twice
         assert module.decoder_compiled and set(module.decoder.state_dict()) == keys
         assert torch.allclose(module(features), expected, atol=1e-6)
+
+
+def test_the_training_size_follows_the_layer_when_the_config_sets_none(tmp_path):
+    """The embedded default sets ``data.image_size: null``: HOG and VGG-16's conv4_3 (an 8x8
+    map at 64 px) train at 64 px, conv5_3 (4x4 there) at 128, recorded in the module's
+    hyper-parameters; a size on the command line wins."""
+    common = [
+        f"--checkpoint_dir={tmp_path}",
+        "--trainer.logger=false",
+        "--data.num_workers=0",
+    ]
+    vgg = "--model.representation_options={architecture: vgg16, layer: %s, weights: random}"
+    runs = [
+        ([], 64),
+        (["--model.representation=cnn", vgg % "conv4_3"], 64),
+        (["--model.representation=cnn", vgg % "conv5_3"], 128),
+        (["--model.representation=cnn", vgg % "conv5_3", "--data.image_size=32"], 32),
+    ]
+    for args, side in runs:
+        cli = build_cli([*common, *args], run=False)
+        assert cli.datamodule.hparams.image_size == side, args
+        assert cli.model.hparams.image_size == side, args
+        assert cli.model.decoder(cli.model.features(torch.rand(1, 3, side, side))).shape[-1] > 0

@@ -82,6 +82,24 @@ def test_probed_receptive_field_and_stride_are_the_papers(
     assert (phi.receptive_field, phi.stride) == (receptive_field, stride)
 
 
+@pytest.mark.parametrize(
+    ("layer", "side"),
+    [("conv1_2", 64), ("conv4_3", 64), ("pool4", 128), ("conv5_3", 128), ("fc7", 64)],
+)
+def test_a_layer_trains_where_its_map_is_at_least_8_wide(layer, side):
+    # 64 px unless the map would be narrower than 8 there; vectors (VGG-16's adaptive
+    # pooling takes any size) at 64
+    phi = CNN("vgg16", layer, load_weights=False)
+    assert phi.training_image_size() == side
+    shape = phi.output_shape(side)
+    assert len(shape) == 1 or min(shape[1:]) >= 8
+
+
+def test_hand_made_representations_train_at_64_px():
+    for name in ("hog", "lbp", "dsift"):  # LBP's 4x4 and DSIFT's 5x5 maps are theirs by design
+        assert build_representation(name).training_image_size() == 64
+
+
 def test_baseline_defaults_follow_section_5_2():
     def defaults(architecture: str, layer: str) -> tuple[float, int]:
         options = CNN(architecture, layer, load_weights=False).baseline_defaults()

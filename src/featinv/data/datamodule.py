@@ -19,7 +19,11 @@ from featinv.data.procedural import MAX_SIZE, MIN_SIZE, DeadLeaves, SyntheticMix
 from featinv.data.shards import expand_shards, shard_pipeline, texture_bank
 from featinv.data.transforms import EvalTransform, TrainTransform
 from featinv.reliability import OptionError, require
-from featinv.representations import build_representation, representation_class
+from featinv.representations import (
+    build_representation,
+    representation_class,
+    training_image_size,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +37,9 @@ class InversionDataModule(L.LightningDataModule):
     Args:
         train_shards: pattern of the training shards (brace ranges or globs).
         val_shards: pattern of the validation shards.
-        image_size: side of the square crops (random for training, central for validation).
+        image_size: side of the square crops (random for training, central for validation);
+            ``None``: the representation's ``training_image_size`` (64, or 128 px for a layer
+            whose map is narrower than 8 at 64).
         val_resize: shorter side validation images are resized to before the central crop
             (default: ``image_size``, i.e. the whole image is seen).
         batch_size: training batch size (paper: 64).
@@ -76,7 +82,7 @@ class InversionDataModule(L.LightningDataModule):
         self,
         train_shards: str | None = None,
         val_shards: str | None = None,
-        image_size: int = 64,
+        image_size: int | None = 64,
         val_resize: int | None = None,
         batch_size: int = 32,
         val_batch_size: int | None = None,
@@ -95,10 +101,13 @@ class InversionDataModule(L.LightningDataModule):
         representation_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        if image_size is None:
+            image_size = _training_size(representation, representation_options)
         _check_options(dict(locals()))
         self.colour_sum: torch.Tensor | None = None
         self.colour_count = 0
         self.save_hyperparameters()
+        self.hparams["image_size"] = image_size  # as resolved (LightningCLI saves its config)
         self.train_shards = train_shards
         self.val_shards = val_shards
         try:
@@ -325,3 +334,10 @@ def _check_options(values: dict[str, Any]) -> None:
         "[r, g, b] with values in (0, 1), or null",
         prior,
     )
+
+
+def _training_size(representation: str, options: dict[str, Any] | None) -> int:
+    try:
+        return training_image_size(representation, options)
+    except (TypeError, ValueError) as error:
+        raise OptionError(f"data.representation: {error}") from None

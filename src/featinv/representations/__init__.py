@@ -7,6 +7,7 @@ from featinv.representations.base import (
     build_representation,
     register,
     representation_class,
+    training_image_size,
 )
 from featinv.representations.cnn import CNN
 from featinv.representations.dsift import DSIFT, dsift_features
@@ -29,4 +30,5 @@ __all__ = [
     "lbp_features",
     "register",
     "representation_class",
+    "training_image_size",
 ]

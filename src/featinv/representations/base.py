@@ -105,6 +105,11 @@ class Representation(nn.Module):
         """The plain values that rebuild this representation with ``build_representation``."""
         raise NotImplementedError
 
+    def training_image_size(self) -> int:
+        """The crop side ``python train.py`` trains at when ``data.image_size`` is null: the
+        embedded default's 64 px (the smallest the representation accepts, if larger)."""
+        return max(64, self.min_image_size)
+
     def decoder_defaults(self, image_size: int | tuple[int, int]) -> dict[str, Any]:
         """Decoder options this representation's architecture needs (users override).
 
@@ -195,6 +200,16 @@ def representation_class(name: str) -> type[Representation]:
         valid = ", ".join(available_representations())
         raise ValueError(f"unknown representation {name!r}; valid names: {valid}")
     return _REGISTRY[name]
+
+
+def training_image_size(name: str, options: dict[str, Any] | None = None) -> int:
+    """``Representation.training_image_size`` of a representation given by name and options,
+    built without reading its weights (the size depends on the shape alone).
+
+    Raises:
+        ValueError, TypeError: an unknown name or a bad option, as ``build_representation``.
+    """
+    return build_representation(name, load_weights=False, **(options or {})).training_image_size()
 
 
 def build_representation(name: str, *, load_weights: bool = True, **options: Any) -> Representation:

@@ -14,9 +14,8 @@
   ``layout``, ``prefix_tokens``), and an import path's callable takes
   ``architecture_options``;
 * output shape, stride and receptive field come from probing the network at the size asked
-  for (the training size), so the decoder is sized with no per-layer settings
-  (``network_decoder``; Dosovitskiy & Brox, Sect. 2.2), and the optimization baseline gets
-  M&V's jitter (a quarter of the stride, IJCV Sect. 5.2).
+  for, so the training size and the decoder follow with no per-layer settings
+  (``network_decoder``; D&B Sect. 2.2), and the baseline gets M&V's jitter (IJCV 5.2).
 
 Weights come from local files only (a state dict, or a ``featinv-convert-weights`` output that
 also records the input normalization); ``None`` looks for torchvision's file in torch's hub
@@ -45,7 +44,7 @@ from featinv.representations.architectures import (
 )
 from featinv.representations.base import Representation, check_images, register
 from featinv.representations.huggingface import VISION_MODEL
-from featinv.representations.network_decoder import fitted_decoder, paper_decoder
+from featinv.representations.network_decoder import fitted_decoder, paper_decoder, training_side
 from featinv.representations.network_output import (
     check_layout,
     select_output,
@@ -98,10 +97,9 @@ class CNN(Representation):
             config's values, ``timm.create_model``'s name, a local ``from_pretrained`` folder).
         output: the field or index of a layer's output that is not one tensor, dotted for
             nesting (``last_hidden_state``, ``image_embeds``, ``hidden_states.6``, ``0``).
-        layout: ``auto``, ``channels_first``, ``channels_last`` or ``tokens``
-            (``featinv.representations.network_output``).
-        prefix_tokens: ``drop`` the tokens before the patch grid (CLS, registers), or
-            ``keep`` each as more channels broadcast over the grid.
+        layout: ``auto``, ``channels_first``, ``channels_last`` or ``tokens`` (``network_output``).
+        prefix_tokens: ``drop`` the tokens before the grid (CLS, registers), or ``keep`` each
+            as more channels broadcast over the grid.
     """
 
     name = "cnn"
@@ -379,6 +377,9 @@ class CNN(Representation):
     def decoder_defaults(self, image_size: int | tuple[int, int]) -> dict[str, Any]:
         """A decoder whose cost fits the map it reads (``network_decoder.fitted_decoder``)."""
         return fitted_decoder(self.output_shape(image_size), image_size)
+
+    def training_image_size(self) -> int:  # 128 px where 64 px would give a map under 8x8
+        return training_side(self.output_shape, self.min_image_size)
 
     def legacy_decoder_defaults(self, image_size: int | tuple[int, int]) -> dict[str, Any]:
         """Sect. 2.2 as featinv 0.2 built it for every network (``paper_decoder``)."""

@@ -12,6 +12,26 @@ from featinv.ops import as_pair
 
 #: Training batches the decoder measures its feature statistics on.
 STANDARDIZE_BATCHES = 20
+#: The embedded default's crop side, and the narrowest map a layer is trained on when the
+#: user sets no size: a deeper layer's crops are doubled (once) until its map is this wide.
+EMBEDDED_SIDE = 64
+MIN_TRAINING_MAP = 8
+
+
+def training_side(output_shape: Any, min_side: int) -> int:
+    """The crop side a layer trains at when the user sets none (``data.image_size: null``).
+
+    The embedded default's 64 px, or the layer's smallest input if larger; a layer whose map
+    is narrower than ``MIN_TRAINING_MAP`` there (VGG-16's conv5_3: 4x4, every unit seeing
+    the whole crop and the zero padding around it) trains at 128 px, where its units see the
+    parts and objects a network trained at 224 px responds to (docs/trained-networks.md has
+    the measurement). ``output_shape`` maps a side to the features' shape.
+    """
+    side = max(EMBEDDED_SIDE, min_side)
+    shape = output_shape(side)
+    if len(shape) == 3 and min(shape[1:]) < MIN_TRAINING_MAP and side < 2 * EMBEDDED_SIDE:
+        side = 2 * EMBEDDED_SIDE
+    return side
 
 
 def decoder_bottleneck(image_size: int | tuple[int, int]) -> int:

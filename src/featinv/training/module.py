@@ -38,7 +38,12 @@ from featinv.ops import match_size
 from featinv.reliability import NoDataError, NonFiniteLossError, OptionError
 from featinv.training.adversarial import adversarial_step, allow_unused_parameters
 from featinv.training.callbacks import DataFaultCounter
-from featinv.training.options import apply_resumed_changes, check_model_options, linear_decay
+from featinv.training.options import (
+    apply_resumed_changes,
+    check_model_options,
+    linear_decay,
+    representation_image_size,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +55,8 @@ class InversionModule(L.LightningModule):
     Args:
         representation: registered name of Phi (``hog``, ...).
         representation_options: keyword arguments of that representation.
-        image_size: side of the training crops.
+        image_size: side of the training crops; ``None``: the representation's own (64, or 128
+            px for a layer whose map is narrower than 8 at 64).
         decoder_options: keyword arguments of the decoder (widths, bottleneck, ...).
         lr: Adam learning rate (paper: 1e-3).
         betas: Adam betas; ``None``: the representation's (``Representation.adam_betas``):
@@ -81,7 +87,7 @@ class InversionModule(L.LightningModule):
         self,
         representation: str = "hog",
         representation_options: dict[str, Any] | None = None,
-        image_size: int = 64,
+        image_size: int | None = 64,
         decoder_options: dict[str, Any] | None = None,
         lr: float = 1e-3,
         betas: tuple[float, float] | None = None,
@@ -99,8 +105,11 @@ class InversionModule(L.LightningModule):
         loss: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        if image_size is None:  # recorded as resolved, so the file says what it trained at
+            image_size = representation_image_size(representation, representation_options)
         check_model_options(dict(locals()))
         self.save_hyperparameters()
+        self.hparams["image_size"] = image_size  # as resolved (LightningCLI saves its config)
         try:
             self.representation, self.decoder = build_networks(
                 representation, representation_options, image_size, decoder_options
@@ -343,16 +352,10 @@ class InversionModule(L.LightningModule):
         if self.discriminator is not None and self.trainer.max_steps != -1:
             # the schedule steps once per batch, Lightning's max_steps counts both optimizers
             total = min(total, self.trainer.max_steps / 2)
-        decay = linear_decay(
-            total,
-            self.hparams.lr_decay_start,
-            self.hparams.lr_final_factor,
-            self.hparams.lr_warmup_steps,
-        )
-        scheduler = {
-            "scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, decay),
-            "interval": "step",
-        }
+        hp = self.hparams
+        decay = linear_decay(total, hp.lr_decay_start, hp.lr_final_factor, hp.lr_warmup_steps)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, decay)
+        scheduler = {"scheduler": schedule, "interval": "step"}
         if self.discriminator is None:
             return {"optimizer": optimizer, "lr_scheduler": scheduler}
         settings = self.losses.discriminator

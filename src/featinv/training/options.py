@@ -6,12 +6,15 @@ plain functions of plain values.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from typing import Any
 
 from featinv.reliability import OptionError, require
-from featinv.representations import representation_class
+from featinv.representations import representation_class, training_image_size
+
+log = logging.getLogger(__name__)
 
 
 class StepPlan:
@@ -20,6 +23,18 @@ class StepPlan:
 
     def __init__(self, total: float) -> None:
         self.total = self.planned = total
+
+
+def representation_image_size(representation: str, options: dict[str, Any] | None) -> int:
+    """``model.image_size: null``: the representation's ``training_image_size``, said once."""
+    try:
+        side = training_image_size(representation, options)
+    except (TypeError, ValueError) as error:
+        raise OptionError(f"model: {error}") from None
+    layer = (options or {}).get("layer")
+    name = f"{representation} {layer}" if layer else representation
+    log.info("image size %d px: the training size of %s (data.image_size sets one)", side, name)
+    return side
 
 
 def linear_decay(
