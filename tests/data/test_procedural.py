@@ -102,3 +102,36 @@ def test_impossible_requests_are_refused(bank):
         SyntheticMix(DeadLeaves(16, bank), 1.5)
     with pytest.raises(ValueError, match="at least one photo"):
         TextureBank.from_images([])
+
+
+def _dense_owners(generator, radius, cy, cx, cos, sin, aspect, square):
+    """Every shape tested on every pixel: the definition the bounding-square test must equal."""
+    y, x = generator._y, generator._x
+    dy, dx = y - cy[:, None, None], x - cx[:, None, None]
+    u = (dx * cos[:, None, None] + dy * sin[:, None, None]) / radius[:, None, None]
+    v = (dy * cos[:, None, None] - dx * sin[:, None, None]) / (radius * aspect)[:, None, None]
+    inside = np.where(
+        square[:, None, None],
+        np.maximum(np.abs(u), np.abs(v)) <= 1,
+        np.square(u) + np.square(v) <= 1,
+    )
+    return inside.argmax(axis=0), inside.any(axis=0)
+
+
+@pytest.mark.parametrize("size", [8, 33, 64, 160])
+def test_topmost_shapes_equal_testing_every_shape_on_every_pixel(bank, size):
+    generator = DeadLeaves(size, bank)
+    rng = np.random.default_rng(size)
+    for _ in range(10):
+        n = 64
+        radius = generator.radii(rng, n).astype(np.float32)
+        cy, cx = (rng.random((2, n)) * (size + 2 * radius) - radius).astype(np.float32)
+        angle = rng.random(n).astype(np.float32) * np.pi
+        aspect = rng.uniform(0.25, 1.0, n).astype(np.float32)
+        square = rng.random(n) < 0.35
+        shapes = (radius, cy, cx, np.cos(angle), np.sin(angle), aspect, square)
+        owner, covered = generator._owners(*shapes)
+        dense_owner, dense_covered = _dense_owners(generator, *shapes)
+        np.testing.assert_array_equal(covered, dense_covered)
+        np.testing.assert_array_equal(owner, dense_owner)
+        assert 0 < covered.mean() <= 1
