@@ -102,7 +102,7 @@ class InversionDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if image_size is None:
-            image_size = _training_size(representation, representation_options)
+            image_size = training_image_size(representation, representation_options)
         _check_options(dict(locals()))
         self.colour_sum: torch.Tensor | None = None
         self.colour_count = 0
@@ -334,10 +334,3 @@ def _check_options(values: dict[str, Any]) -> None:
         "[r, g, b] with values in (0, 1), or null",
         prior,
     )
-
-
-def _training_size(representation: str, options: dict[str, Any] | None) -> int:
-    try:
-        return training_image_size(representation, options)
-    except (TypeError, ValueError) as error:
-        raise OptionError(f"data.representation: {error}") from None

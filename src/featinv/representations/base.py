@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from featinv.ops import as_pair
+from featinv.reliability import OptionError
 
 #: The largest crop side that gets ``SMALL_IMAGE_DECODER`` (see ``decoder_defaults``).
 SMALL_IMAGE_SIDE = 96
@@ -207,9 +208,13 @@ def training_image_size(name: str, options: dict[str, Any] | None = None) -> int
     built without reading its weights (the size depends on the shape alone).
 
     Raises:
-        ValueError, TypeError: an unknown name or a bad option, as ``build_representation``.
+        OptionError: an unknown name or a bad option, in one line.
     """
-    return build_representation(name, load_weights=False, **(options or {})).training_image_size()
+    try:
+        phi = build_representation(name, load_weights=False, **(options or {}))
+    except (TypeError, ValueError) as error:
+        raise OptionError(f"model: {error}") from None
+    return phi.training_image_size()
 
 
 def build_representation(name: str, *, load_weights: bool = True, **options: Any) -> Representation:

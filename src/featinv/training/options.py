@@ -27,10 +27,7 @@ class StepPlan:
 
 def representation_image_size(representation: str, options: dict[str, Any] | None) -> int:
     """``model.image_size: null``: the representation's ``training_image_size``, said once."""
-    try:
-        side = training_image_size(representation, options)
-    except (TypeError, ValueError) as error:
-        raise OptionError(f"model: {error}") from None
+    side = training_image_size(representation, options)
     layer = (options or {}).get("layer")
     name = f"{representation} {layer}" if layer else representation
     log.info("image size %d px: the training size of %s (data.image_size sets one)", side, name)
