@@ -17,7 +17,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from featinv.cli.common import quiet_library_warnings, reported
+from featinv.cli.common import keep_freed_memory, quiet_library_warnings, reported
 from featinv.data.datamodule import InversionDataModule
 from featinv.reliability import CheckpointWriteError, NonFiniteLossError, OptionError
 from featinv.training import InversionModule
@@ -153,6 +153,7 @@ def main(args: list[str] | None = None) -> None:
     if not argv or argv[0] not in SUBCOMMANDS:  # `train.py --help` lists fit's options
         argv = ["fit", *argv]
     _show_featinv_notices()
+    keep_freed_memory()
     if args is None:
         # LightningCLI reads sys.argv itself (and warns when given both): hand it the
         # command line with the implied subcommand there.

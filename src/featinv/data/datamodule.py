@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import math
 import multiprocessing
+import os
 import signal
 from typing import Any
 
@@ -174,7 +176,7 @@ class InversionDataModule(L.LightningDataModule):
             batch_size=None,
             num_workers=hp.num_workers,
             persistent_workers=hp.num_workers > 0,
-            worker_init_fn=leave_sigterm_to_the_main_process,
+            worker_init_fn=self._worker_init(),
         )
         # Resampled shards never end: an epoch is a fixed number of batches per process.
         batches = self.batches_per_rank()
@@ -228,6 +230,11 @@ class InversionDataModule(L.LightningDataModule):
             return hp.batches_per_epoch
         return max(1, math.ceil(hp.samples_per_epoch / (hp.batch_size * self.processes)))
 
+    def _worker_init(self) -> functools.partial[None]:
+        """The loader workers' start: on a CPU-only run they yield the cores to the step."""
+        device = self.trainer.strategy.root_device if self.trainer is not None else None
+        return functools.partial(init_loader_worker, yield_cpu=getattr(device, "type", "") == "cpu")
+
     def val_dataloader(self) -> wds.WebLoader:
         if self.val_shards is None:
             raise OptionError("no validation shards: set data.val_shards")
@@ -255,15 +262,23 @@ class InversionDataModule(L.LightningDataModule):
             pipeline,
             batch_size=None,
             num_workers=workers,
-            worker_init_fn=leave_sigterm_to_the_main_process,
+            worker_init_fn=self._worker_init(),
         )
 
 
-def leave_sigterm_to_the_main_process(worker_id: int) -> None:
-    """Loader workers ignore SIGTERM (a scheduler signals the whole process group): the main
-    process ends the run at a batch boundary and writes last.ckpt; its exit ends them
-    (``_end_loader_workers``)."""
+def init_loader_worker(worker_id: int, yield_cpu: bool = False) -> None:
+    """A loader worker's start.
+
+    Workers ignore SIGTERM (a scheduler signals the whole process group): the main process
+    ends the run at a batch boundary and writes last.ckpt; its exit ends them
+    (``_end_loader_workers``). With ``yield_cpu`` (training on the CPU) they run at the lowest
+    priority: the step's torch threads and the workers share the same cores, and a worker
+    that takes a core from the step's threads stalls the whole step, while a step that waits
+    for a batch frees the cores for the workers (docs/benchmarks.md).
+    """
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if yield_cpu and hasattr(os, "nice"):
+        os.nice(19)
 
 
 def _end_loader_workers() -> None:
