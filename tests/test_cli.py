@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
+import platform
 import re
+import resource
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from featinv.cli import main
+from featinv.cli.common import keep_freed_memory
 
 TRAIN = Path(__file__).resolve().parents[1] / "train.py"
 
@@ -127,3 +131,13 @@ def test_a_run_prints_nothing_a_user_cannot_act_on(tmp_path):
         assert noise not in output, noise
     assert "== featinv training summary" in done.stdout
     assert "wandb sync" in output
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="a setting of glibc's allocator")
+def test_training_reuses_the_memory_a_step_freed_without_page_faults():
+    assert keep_freed_memory()
+    torch.ones(12 << 20)  # 48 MB: past glibc's largest adaptive mmap threshold (32 MB)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    torch.ones(12 << 20)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    assert faults < 1000, f"{faults} page faults: 48 MB of fresh pages are about 12,000"

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from featinv.baseline import OptimizationInverter
+from featinv.baseline.optimization import _windows
 from featinv.baseline.regularizers import alpha_norm, normalized_loss, project_to_ball, tv_beta
 from featinv.data.bundled import photo_path
 from featinv.data.images import decode_rgb, resize_shorter_side, to_tensor
@@ -155,3 +156,51 @@ def test_regularizers_and_masked_loss():
     assert normalized_loss(torch.zeros(1, 3), target).item() == pytest.approx(1.0)
     mask = torch.tensor([[1.0, 0.0, 0.0]])
     assert normalized_loss(torch.tensor([[1.0, 9.0, 9.0]]), target, mask).item() == 0
+
+
+def _alpha_norm_formula(x: torch.Tensor, alpha: float, bound: float) -> torch.Tensor:
+    height, width = x.shape[-2:]
+    return x.square().sum(dim=1).pow(alpha / 2).sum(dim=(1, 2)) / (height * width * bound**alpha)
+
+
+def _tv_formula(x: torch.Tensor, beta: float, typical_gradient: float) -> torch.Tensor:
+    height, width = x.shape[-2:]
+    dx = torch.nn.functional.pad(x[..., :, 1:] - x[..., :, :-1], (0, 1, 0, 0))
+    dy = torch.nn.functional.pad(x[..., 1:, :] - x[..., :-1, :], (0, 0, 0, 1))
+    energy = (dx.square() + dy.square()).pow(beta / 2).sum(dim=(1, 2, 3))
+    return energy / (height * width * typical_gradient**beta)
+
+
+@pytest.mark.parametrize(
+    ("regularizer", "formula", "exponent"),
+    [
+        (alpha_norm, _alpha_norm_formula, 6.0),
+        (alpha_norm, _alpha_norm_formula, 2.0),
+        (alpha_norm, _alpha_norm_formula, 3.0),
+        (tv_beta, _tv_formula, 2.0),
+    ],
+)
+def test_regularizer_values_and_gradients_are_those_of_their_formulas(
+    regularizer, formula, exponent
+):
+    torch.manual_seed(0)
+    x = (torch.randn(3, 3, 9, 11, dtype=torch.float64) * 50).requires_grad_(True)
+    weights = torch.randn(3, dtype=torch.float64)  # one image's objective weighs differently
+    ours, reference = regularizer(x, exponent, 12.3), formula(x, exponent, 12.3)
+    torch.testing.assert_close(ours, reference, rtol=1e-12, atol=0)
+    (grad,) = torch.autograd.grad((ours * weights).sum(), x)
+    (expected,) = torch.autograd.grad((reference * weights).sum(), x)
+    torch.testing.assert_close(grad, expected, rtol=1e-10, atol=1e-14)
+
+
+def test_jittered_windows_are_each_images_crop_with_its_gradient():
+    torch.manual_seed(0)
+    x = torch.randn(3, 3, 12, 14, requires_grad=True)
+    offsets = torch.tensor([[0, 3], [2, 0], [3, 1]])
+    windows = _windows(x, offsets, 9, 10)
+    crops = torch.stack([x[i, :, dy : dy + 9, dx : dx + 10] for i, (dy, dx) in enumerate(offsets)])
+    torch.testing.assert_close(windows, crops, rtol=0, atol=0)
+    upstream = torch.randn_like(crops)
+    (grad,) = torch.autograd.grad((windows * upstream).sum(), x)
+    (expected,) = torch.autograd.grad((crops * upstream).sum(), x)
+    torch.testing.assert_close(grad, expected, rtol=0, atol=0)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 from types import SimpleNamespace
 
 import pytest
 import torch
 
 from featinv.data.bundled import bundled_shards
-from featinv.data.datamodule import InversionDataModule
+from featinv.data.datamodule import InversionDataModule, init_loader_worker
 from featinv.data.shards import expand_shards
 from featinv.reliability import OptionError
 
@@ -84,3 +86,24 @@ def test_colour_prior_brings_the_training_stream_to_that_mean_colour(photo_batch
     data.trainer = SimpleNamespace(training=False)
     converted = data.on_after_batch_transfer({"image": pixels}, 0)["image"]
     assert converted.dtype == torch.float32 and torch.equal(converted * 255, pixels.float())
+
+
+def _niceness_after_worker_start(yield_cpu: bool, queue: multiprocessing.Queue) -> None:
+    init_loader_worker(0, yield_cpu=yield_cpu)
+    queue.put(os.nice(0))
+
+
+@pytest.mark.skipif(not hasattr(os, "nice"), reason="process priorities are a POSIX feature")
+@pytest.mark.parametrize(("device", "lowest"), [("cpu", True), ("meta", False)])
+def test_loader_workers_yield_the_cores_to_a_step_on_the_cpu(device, lowest):
+    data = InversionDataModule()
+    data.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)))
+    init = data._worker_init()
+    assert init.keywords == {"yield_cpu": lowest}
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    worker = context.Process(target=_niceness_after_worker_start, args=(lowest, queue))
+    worker.start()
+    niceness = queue.get(timeout=30)
+    worker.join(timeout=30)
+    assert (niceness == 19) if lowest else (niceness == os.nice(0))

@@ -47,3 +47,14 @@ def test_shape_layout_and_options():
     assert features.shape == (2, 128, 5, 5) and torch.allclose(norms, torch.ones_like(norms))
     with pytest.raises(ValueError, match="at least 25x25"):
         phi(torch.rand(1, 3, 20, 40))
+
+
+@pytest.mark.parametrize(("bin_size", "step"), [(8, 8), (6, 4), (4, 6), (5, 3)])
+def test_pooling_where_frames_read_equals_pooling_everywhere(monkeypatch, bin_size, step):
+    torch.manual_seed(0)
+    grey = torch.rand(2, 1, 41, 37, dtype=torch.float64) * 255
+    strided = dsift_features(grey, bin_size, step)
+    # a gcd of 1 pools every pixel, as vl_imconvcoltri does, and reads the frames from there
+    monkeypatch.setattr("featinv.representations.dsift.math.gcd", lambda a, b: 1)
+    everywhere = dsift_features(grey, bin_size, step)
+    torch.testing.assert_close(strided, everywhere, rtol=1e-12, atol=1e-12)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from featinv.ops import GREY_WEIGHTS
+from featinv.ops import GREY_WEIGHTS, rgb_to_grey
 from featinv.representations import HOG, build_representation, hog_features
 from tests.representations.hog_reference import reference_hog
 
@@ -116,3 +116,9 @@ def test_gpu_matches_cpu(photo_batch):
     cpu = HOG()(photo_batch)
     gpu = HOG()(photo_batch.cuda()).cpu()
     torch.testing.assert_close(gpu, cpu, rtol=0, atol=1e-5)
+
+
+def test_grey_conversion_has_the_gradient_of_its_weights():
+    torch.manual_seed(0)
+    images = torch.rand(2, 3, 5, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(rgb_to_grey, (images,))

@@ -22,7 +22,13 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from featinv.baseline.optimizer import AdaGradMomentum
-from featinv.baseline.regularizers import alpha_norm, normalized_loss, project_to_ball, tv_beta
+from featinv.baseline.regularizers import (
+    alpha_norm,
+    ball_factor,
+    normalized_loss,
+    project_to_ball,
+    tv_beta,
+)
 from featinv.metrics import feature_error
 from featinv.representations.base import Representation
 
@@ -185,12 +191,8 @@ class OptimizationInverter:
             range(opts.iterations), desc=f"inverting {phi.name}", disable=not progress, leave=False
         )
         for _ in bar:
-            offsets = [
-                torch.randint(0, opts.jitter, (2,), generator=g).tolist() for g in generators
-            ]
-            window = torch.stack(
-                [x[i, :, dy : dy + height, dx : dx + width] for i, (dy, dx) in enumerate(offsets)]
-            )
+            offsets = [torch.randint(0, opts.jitter, (2,), generator=g) for g in generators]
+            window = _windows(x, torch.stack(offsets), height, width) if pad else x
             loss = normalized_loss(phi((window + mean) / 255.0), target, mask)
             objective = (
                 alpha_norm(x, opts.alpha, opts.bound)
@@ -203,9 +205,10 @@ class OptimizationInverter:
             (gradient,) = torch.autograd.grad(objective.sum() * (height * width), x)
             optimizer.step(gradient)
             with torch.no_grad():
-                x.copy_(project_to_ball(x, opts.bound_plus))
+                x.mul_(ball_factor(x, opts.bound_plus))
             history.append(objective.detach())
-            bar.set_postfix(objective=f"{float(objective.detach().mean()):.3f}")
+            if progress:
+                bar.set_postfix(objective=f"{float(objective.detach().mean()):.3f}")
 
         with torch.no_grad():
             top, left = pad // 2, pad // 2
@@ -216,6 +219,20 @@ class OptimizationInverter:
     def describe(self) -> dict[str, Any]:
         """The options in force, as plain values (for reports)."""
         return dataclasses.asdict(self.options)
+
+
+def _windows(x: torch.Tensor, offsets: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Each image's ``height x width`` window of ``x`` at its ``(dy, dx)`` offset (jitter).
+
+    One indexing operation, whose backward is one scatter into ``x``'s gradient (a window
+    cut per image would have its backward write a whole zero-filled copy of ``x`` per image).
+    """
+    offsets = offsets.to(x.device)
+    rows = offsets[:, 0, None] + torch.arange(height, device=x.device)  # (B, H)
+    cols = offsets[:, 1, None] + torch.arange(width, device=x.device)  # (B, W)
+    batch = torch.arange(x.shape[0], device=x.device)[:, None, None]
+    # advanced indices around the channel slice put their dimensions first: (B, H, W, C)
+    return x[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 
 def _start_from(

@@ -23,11 +23,14 @@ class AdaGradMomentum:
         self.rho = rho
         self.squared = torch.zeros_like(x)
         self.momentum = torch.zeros_like(x)
+        self._step = torch.empty_like(x)
 
     @torch.no_grad()
     def step(self, gradient: torch.Tensor) -> None:
         """Steps 5-8 without the projection (applied by the caller)."""
         self.squared.mul_(self.rho).addcmul_(gradient, gradient)
-        rate = 1.0 / (1.0 / self.lr + self.squared.sqrt())
-        self.momentum.mul_(self.rho).sub_(rate * gradient)
+        # eta_t * g_t, computed in place in a buffer (the step is a few passes over memory)
+        step = torch.sqrt(self.squared, out=self._step).add_(1.0 / self.lr)
+        step.reciprocal_().mul_(gradient)
+        self.momentum.mul_(self.rho).sub_(step)
         self.x.add_(self.momentum)

@@ -6,6 +6,8 @@ in the paper's convention: ``(B, 3, H, W)``, 0-255 scale, mean subtracted.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 
@@ -14,9 +16,29 @@ def alpha_norm(x: torch.Tensor, alpha: float, bound: float) -> torch.Tensor:
 
     Isotropic in RGB: the norm of each pixel's colour vector, not of each channel.
     """
-    height, width = x.shape[-2:]
-    pixel_norm2 = x.square().sum(dim=1)
-    return pixel_norm2.pow(alpha / 2).sum(dim=(1, 2)) / (height * width * bound**alpha)
+    return _AlphaNorm.apply(x, alpha, bound)
+
+
+class _AlphaNorm(torch.autograd.Function):
+    """Eq. 5 with its gradient ``alpha ||x(v,u,:)||^(alpha-2) x(v,u,:) / (H W B^alpha)``, made
+    from the same per-pixel norms in a few passes over the image (the baseline's every
+    iteration pays for it)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, alpha: float, bound: float) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        scale = 1.0 / (height * width * bound**alpha)
+        pixel_norm2 = x.square().sum(dim=1)
+        # ||x||^(alpha - 2): the gradient's factor, and ||x||^alpha = it * ||x||^2
+        factor = pixel_norm2.pow(alpha / 2 - 1) if alpha != 2 else torch.ones_like(pixel_norm2)
+        ctx.save_for_backward(x, factor)
+        ctx.gain = alpha * scale
+        return (factor * pixel_norm2).sum(dim=(1, 2)) * scale
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        x, factor = ctx.saved_tensors
+        return x * (factor * (grad * ctx.gain).view(-1, 1, 1)).unsqueeze(1), None, None
 
 
 def tv_beta(x: torch.Tensor, beta: float, typical_gradient: float) -> torch.Tensor:
@@ -25,22 +47,48 @@ def tv_beta(x: torch.Tensor, beta: float, typical_gradient: float) -> torch.Tens
     Forward differences; the last row and column repeat (zero difference across the border).
     """
     height, width = x.shape[-2:]
+    if beta == 2:
+        return _TV2.apply(x, 1.0 / (height * width * typical_gradient**2))
     dx = torch.nn.functional.pad(x[..., :, 1:] - x[..., :, :-1], (0, 1, 0, 0))
     dy = torch.nn.functional.pad(x[..., 1:, :] - x[..., :-1, :], (0, 0, 0, 1))
     squared = dx.square() + dy.square()
-    if beta == 2:
-        energy = squared  # the default: no pow, and a clean gradient at 0
-    else:
-        # (.)^(beta/2) has an infinite derivative at 0 for beta < 2: keep flat pixels out.
-        flat = squared == 0
-        energy = torch.where(flat, 0.0, torch.where(flat, 1.0, squared).pow(beta / 2))
+    # (.)^(beta/2) has an infinite derivative at 0 for beta < 2: keep flat pixels out.
+    flat = squared == 0
+    energy = torch.where(flat, 0.0, torch.where(flat, 1.0, squared).pow(beta / 2))
     return energy.sum(dim=(1, 2, 3)) / (height * width * typical_gradient**beta)
+
+
+class _TV2(torch.autograd.Function):
+    """TV with beta = 2 (the default) and its gradient ``2 scale (dx(u-1) - dx(u) + dy(v-1) -
+    dy(v))``, from the differences the forward pass keeps."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, scale: float) -> torch.Tensor:
+        dx, dy = torch.zeros_like(x), torch.zeros_like(x)
+        torch.sub(x[..., :, 1:], x[..., :, :-1], out=dx[..., :, :-1])
+        torch.sub(x[..., 1:, :], x[..., :-1, :], out=dy[..., :-1, :])
+        ctx.save_for_backward(dx, dy)
+        ctx.scale = scale
+        return (dx.square() + dy.square()).sum(dim=(1, 2, 3)) * scale
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        dx, dy = ctx.saved_tensors
+        out = torch.neg(dx).sub_(dy)
+        out[..., :, 1:] += dx[..., :, :-1]
+        out[..., 1:, :] += dy[..., :-1, :]
+        return out.mul_((grad * (2 * ctx.scale)).view(-1, 1, 1, 1)), None
 
 
 def project_to_ball(x: torch.Tensor, radius: float) -> torch.Tensor:
     """Eq. 6's hard constraint: scale every pixel's RGB vector into the ball of radius B+."""
-    norm = x.square().sum(dim=1, keepdim=True).sqrt()
-    return x * (radius / norm.clamp_min(radius))
+    return x * ball_factor(x, radius)
+
+
+def ball_factor(x: torch.Tensor, radius: float) -> torch.Tensor:
+    """``(B, 1, H, W)``: what ``project_to_ball`` multiplies each pixel's RGB vector by."""
+    norm = x.square().sum(dim=1, keepdim=True).sqrt_()
+    return norm.clamp_min_(radius).reciprocal_().mul_(radius)
 
 
 def normalized_loss(

@@ -232,7 +232,7 @@ class InversionDataModule(L.LightningDataModule):
 
     def _worker_init(self) -> functools.partial[None]:
         """The loader workers' start: on a CPU-only run they yield the cores to the step."""
-        device = self.trainer.strategy.root_device if self.trainer is not None else None
+        device = getattr(getattr(self.trainer, "strategy", None), "root_device", None)
         return functools.partial(init_loader_worker, yield_cpu=getattr(device, "type", "") == "cpu")
 
     def val_dataloader(self) -> wds.WebLoader:

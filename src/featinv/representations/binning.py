@@ -12,11 +12,13 @@ keeps this fast on CPU and GPU alike.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
 
 
+@functools.lru_cache(maxsize=32)
 def _axis_weights(
     num_pixels: int, cell_size: int, dtype: torch.dtype, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -39,6 +41,7 @@ def _row_runs(cell_size: int) -> tuple[int, int]:
     return first_top, offset - first_top * cell_size
 
 
+@functools.lru_cache(maxsize=32)
 def _run_weights(cell_size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """``(2, cell_size)``: the top and bottom cell's weight of each row of a run."""
     place = torch.arange(cell_size, dtype=torch.float64, device=device)

@@ -73,17 +73,26 @@ def _window_mean(bin_size: int, index: int, window_size: float) -> float:
     return total / (2 * bin_size - 1)
 
 
-def _triangular(planes: torch.Tensor, size: int) -> torch.Tensor:
-    """``vl_imconvcoltri`` along y then x: kernel ``(size - |t|) / size^2``, border replicated."""
+def _triangular(planes: torch.Tensor, size: int, stride: int = 1) -> torch.Tensor:
+    """``vl_imconvcoltri`` along y then x: kernel ``(size - |t|) / size^2``, border replicated,
+    at every ``stride``-th row and column (the frames read nothing else)."""
     t = torch.arange(-size + 1, size, dtype=planes.dtype, device=planes.device)
     kernel = (size - t.abs()) / size**2
     channels = planes.shape[1]
     column = kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1)
     out = F.conv2d(
-        F.pad(planes, (0, 0, size - 1, size - 1), mode="replicate"), column, groups=channels
+        F.pad(planes, (0, 0, size - 1, size - 1), mode="replicate"),
+        column,
+        stride=(stride, 1),
+        groups=channels,
     )
     row = kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1)
-    return F.conv2d(F.pad(out, (size - 1, size - 1, 0, 0), mode="replicate"), row, groups=channels)
+    return F.conv2d(
+        F.pad(out, (size - 1, size - 1, 0, 0), mode="replicate"),
+        row,
+        stride=(1, stride),
+        groups=channels,
+    )
 
 
 def _normalized(descriptors: torch.Tensor) -> torch.Tensor:
@@ -126,18 +135,22 @@ def dsift_features(
     planes = planes.scatter_add(
         1, ((index + 1) % NUM_ORIENTATIONS)[:, None], (fraction * magnitude)[:, None]
     )
-    pooled = _triangular(planes, bin_size)
+    # Frames read the pooled planes at multiples of bin_size and step only: pooling at the
+    # multiples of their gcd computes those and skips the rest (1/64 of the pixels at 8 and 8).
+    stride = math.gcd(bin_size, step)
+    pooled = _triangular(planes, bin_size, stride)
     frames_y, frames_x = dsift_grid(*image.shape[1:], bin_size, step)
     weights = [_window_mean(bin_size, i, window_size) * bin_size for i in range(NUM_BINS)]
     bins = []
+    jump, cell = step // stride, bin_size // stride
     for bin_y in range(NUM_BINS):
         for bin_x in range(NUM_BINS):
-            top, left = bin_y * bin_size, bin_x * bin_size
+            top, left = bin_y * cell, bin_x * cell
             window = pooled[
                 :,
                 :,
-                top : top + (frames_y - 1) * step + 1 : step,
-                left : left + (frames_x - 1) * step + 1 : step,
+                top : top + (frames_y - 1) * jump + 1 : jump,
+                left : left + (frames_x - 1) * jump + 1 : jump,
             ]
             bins.append(window * (weights[bin_x] * weights[bin_y]))
     descriptors = torch.cat(bins, dim=1)  # channel = (bin_y * 4 + bin_x) * 8 + t

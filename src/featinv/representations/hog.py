@@ -10,6 +10,7 @@ Nothing of size (pixels x 18 orientations) is ever materialized: each pixel vote
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -42,8 +43,40 @@ def _orientation_table(
     In float32 these are exactly ``vl_hog_new``'s tables; in float64 they are exact, so that
     the bilinear weight's acos and its atan2 gradient (below) describe the same function.
     """
+    return _orientation_table_for(num_orientations, like.dtype, like.device)
+
+
+@functools.lru_cache(maxsize=16)
+def _orientation_table_for(
+    num_orientations: int, dtype: torch.dtype, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     angles = torch.arange(num_orientations, dtype=torch.float64) * (math.pi / num_orientations)
-    return angles.cos().to(like), angles.sin().to(like)
+    return angles.cos().to(device, dtype), angles.sin().to(device, dtype)
+
+
+class _CentralDifferences(torch.autograd.Function):
+    """``I(y, x+1) - I(y, x-1)`` and ``I(y+1, x) - I(y-1, x)`` at the inner pixels; the
+    backward adds both into one gradient image (autograd's would zero-fill four)."""
+
+    @staticmethod
+    def forward(ctx: Any, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ctx.shape, ctx.dtype, ctx.device = image.shape, image.dtype, image.device
+        gx = image[..., 1:-1, 2:] - image[..., 1:-1, :-2]
+        gy = image[..., 2:, 1:-1] - image[..., :-2, 1:-1]
+        return gx, gy
+
+    @staticmethod
+    def backward(
+        ctx: Any, grad_x: torch.Tensor | None, grad_y: torch.Tensor | None
+    ) -> torch.Tensor:
+        grad = torch.zeros(ctx.shape, dtype=ctx.dtype, device=ctx.device)
+        if grad_x is not None:
+            grad[..., 1:-1, 2:] += grad_x
+            grad[..., 1:-1, :-2] -= grad_x
+        if grad_y is not None:
+            grad[..., 2:, 1:-1] += grad_y
+            grad[..., :-2, 1:-1] -= grad_y
+        return grad
 
 
 class _SafeSqrt(torch.autograd.Function):
@@ -63,8 +96,7 @@ class _SafeSqrt(torch.autograd.Function):
 
 def _gradients(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Step 2: central differences, the channel of largest gradient, and its magnitude."""
-    gx = image[..., 1:-1, 2:] - image[..., 1:-1, :-2]
-    gy = image[..., 2:, 1:-1] - image[..., :-2, 1:-1]
+    gx, gy = _CentralDifferences.apply(image)
     norm2 = gx * gx + gy * gy
     if image.shape[1] > 1:
         # argmax returns the first maximum: VLFeat's strict ">" keeps the first channel on ties.
