@@ -186,6 +186,7 @@ class OptimizationInverter:
             x = _start_from(init, batch, image_size, pad, mean)
         x = project_to_ball(x.to(device), opts.bound_plus).requires_grad_(True)
         optimizer = AdaGradMomentum(x, opts.lr, opts.rho)
+        mean_01 = mean / 255.0  # Phi reads (x + mean) / 255, computed as one pass
         history = []
         bar = tqdm(
             range(opts.iterations), desc=f"inverting {phi.name}", disable=not progress, leave=False
@@ -193,7 +194,7 @@ class OptimizationInverter:
         for _ in bar:
             offsets = [torch.randint(0, opts.jitter, (2,), generator=g) for g in generators]
             window = _windows(x, torch.stack(offsets), height, width) if pad else x
-            loss = normalized_loss(phi((window + mean) / 255.0), target, mask)
+            loss = normalized_loss(phi(torch.add(mean_01, window, alpha=1 / 255.0)), target, mask)
             objective = (
                 alpha_norm(x, opts.alpha, opts.bound)
                 + tv_beta(x, opts.beta, opts.typical_gradient)

@@ -23,14 +23,13 @@ class AdaGradMomentum:
         self.rho = rho
         self.squared = torch.zeros_like(x)
         self.momentum = torch.zeros_like(x)
-        self._step = torch.empty_like(x)
+        self._buffer = torch.empty_like(x)
 
     @torch.no_grad()
     def step(self, gradient: torch.Tensor) -> None:
         """Steps 5-8 without the projection (applied by the caller)."""
         self.squared.mul_(self.rho).addcmul_(gradient, gradient)
-        # eta_t * g_t, computed in place in a buffer (the step is a few passes over memory)
-        step = torch.sqrt(self.squared, out=self._step).add_(1.0 / self.lr)
-        step.reciprocal_().mul_(gradient)
-        self.momentum.mul_(self.rho).sub_(step)
+        # 1 / eta_t in a buffer: the step is a few passes over memory, none of them spare
+        inverse_rate = torch.sqrt(self.squared, out=self._buffer).add_(1.0 / self.lr)
+        self.momentum.mul_(self.rho).addcdiv_(gradient, inverse_rate, value=-1)
         self.x.add_(self.momentum)

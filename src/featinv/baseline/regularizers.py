@@ -28,12 +28,12 @@ class _AlphaNorm(torch.autograd.Function):
     def forward(ctx: Any, x: torch.Tensor, alpha: float, bound: float) -> torch.Tensor:
         height, width = x.shape[-2:]
         scale = 1.0 / (height * width * bound**alpha)
-        pixel_norm2 = x.square().sum(dim=1)
+        pixel_norm2 = torch.linalg.vecdot(x, x, dim=1)
         # ||x||^(alpha - 2): the gradient's factor, and ||x||^alpha = it * ||x||^2
         factor = pixel_norm2.pow(alpha / 2 - 1) if alpha != 2 else torch.ones_like(pixel_norm2)
         ctx.save_for_backward(x, factor)
         ctx.gain = alpha * scale
-        return (factor * pixel_norm2).sum(dim=(1, 2)) * scale
+        return torch.linalg.vecdot(factor.flatten(1), pixel_norm2.flatten(1)) * scale
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
@@ -64,20 +64,23 @@ class _TV2(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, scale: float) -> torch.Tensor:
-        dx, dy = torch.zeros_like(x), torch.zeros_like(x)
+        dx, dy = torch.empty_like(x), torch.empty_like(x)
         torch.sub(x[..., :, 1:], x[..., :, :-1], out=dx[..., :, :-1])
         torch.sub(x[..., 1:, :], x[..., :-1, :], out=dy[..., :-1, :])
+        dx[..., :, -1], dy[..., -1, :] = 0, 0
         ctx.save_for_backward(dx, dy)
         ctx.scale = scale
-        return (dx.square() + dy.square()).sum(dim=(1, 2, 3)) * scale
+        flat_x, flat_y = dx.flatten(1), dy.flatten(1)
+        return (torch.linalg.vecdot(flat_x, flat_x) + torch.linalg.vecdot(flat_y, flat_y)) * scale
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         dx, dy = ctx.saved_tensors
-        out = torch.neg(dx).sub_(dy)
-        out[..., :, 1:] += dx[..., :, :-1]
+        out = torch.empty_like(dx)
+        torch.sub(dx[..., :, :-1], dx[..., :, 1:], out=out[..., :, 1:])
+        torch.neg(dx[..., :, 0], out=out[..., :, 0])
         out[..., 1:, :] += dy[..., :-1, :]
-        return out.mul_((grad * (2 * ctx.scale)).view(-1, 1, 1, 1)), None
+        return out.sub_(dy).mul_((grad * (2 * ctx.scale)).view(-1, 1, 1, 1)), None
 
 
 def project_to_ball(x: torch.Tensor, radius: float) -> torch.Tensor:
@@ -87,7 +90,7 @@ def project_to_ball(x: torch.Tensor, radius: float) -> torch.Tensor:
 
 def ball_factor(x: torch.Tensor, radius: float) -> torch.Tensor:
     """``(B, 1, H, W)``: what ``project_to_ball`` multiplies each pixel's RGB vector by."""
-    norm = x.square().sum(dim=1, keepdim=True).sqrt_()
+    norm = torch.linalg.vecdot(x, x, dim=1).unsqueeze(1).sqrt_()
     return norm.clamp_min_(radius).reciprocal_().mul_(radius)
 
 
