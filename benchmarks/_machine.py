@@ -1,4 +1,8 @@
-"""Shared by the benchmarks: the machine they ran on, real photo crops, best-of timing."""
+"""Shared by the benchmarks: the machine they ran on, real photo crops, best-of timing.
+
+Importing it sets the process up as featinv's commands run (``featinv.keep_freed_memory``):
+the figures are those a user of ``train.py`` and ``evaluate.py`` gets.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,13 @@ import torch
 
 from featinv.data.bundled import TRAIN_PHOTOS, VAL_PHOTOS, photo_path
 from featinv.data.images import decode_rgb, resize_shorter_side
+from featinv.runtime import keep_freed_memory
+
+ALLOCATOR = (
+    "glibc keeps freed memory (as featinv's commands run)"
+    if keep_freed_memory()
+    else "the C library's default allocator"
+)
 
 
 def describe_machine() -> str:
@@ -25,7 +36,7 @@ def describe_machine() -> str:
     except (OSError, StopIteration):
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {gpu}"
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {gpu}; {ALLOCATOR}"
 
 
 def photo_crops(batch: int, size: int, seed: int = 0) -> np.ndarray:

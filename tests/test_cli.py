@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from featinv.cli import main
-from featinv.cli.common import keep_freed_memory
+from featinv.runtime import keep_freed_memory
 
 TRAIN = Path(__file__).resolve().parents[1] / "train.py"
 

@@ -11,6 +11,7 @@ from featinv.checkpoint import load_checkpoint, save_checkpoint
 from featinv.exported import featinv_version
 from featinv.inverter import Inverter
 from featinv.reliability import NotAFeatinvCheckpointError, UntrustedCheckpointError
+from featinv.runtime import keep_freed_memory
 
 #: The installed package's version (its metadata), the one exported files are stamped with.
 __version__ = featinv_version()
@@ -20,6 +21,7 @@ __all__ = [
     "NotAFeatinvCheckpointError",
     "UntrustedCheckpointError",
     "__version__",
+    "keep_freed_memory",
     "load_checkpoint",
     "representations",
     "save_checkpoint",

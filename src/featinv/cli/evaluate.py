@@ -27,6 +27,7 @@ from featinv.evaluation.reports import write_reports
 from featinv.inverter import Inverter
 from featinv.networks import MAX_FILE_IMAGE_SIZE
 from featinv.reliability import json_safe
+from featinv.runtime import keep_freed_memory
 
 PROG = "featinv-evaluate"
 
@@ -132,6 +133,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Entry point of ``evaluate.py`` and ``featinv-evaluate``."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    keep_freed_memory()
     torch.manual_seed(args.seed)
     device = args.device
     with reported(PROG, NoPhotosError, ExperimentError):

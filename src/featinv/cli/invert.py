@@ -39,6 +39,7 @@ from featinv.inverter import Inverter
 from featinv.metrics import feature_error, psnr
 from featinv.ops import match_size
 from featinv.reliability import atomic_write, write_json
+from featinv.runtime import keep_freed_memory
 
 PROG = "featinv-invert"
 
@@ -240,6 +241,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--representation-weights", help="weights of a network the file lacks")
     add_file_trust_arguments(parser)
     args = parser.parse_args(argv)
+    keep_freed_memory()
     if bool(args.inputs) == bool(args.features):
         parser.error("give images or folders, or --features FILE (one of the two)")
     out = Path(args.out)

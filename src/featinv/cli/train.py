@@ -17,9 +17,10 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from featinv.cli.common import keep_freed_memory, quiet_library_warnings, reported
+from featinv.cli.common import quiet_library_warnings, reported
 from featinv.data.datamodule import InversionDataModule
 from featinv.reliability import CheckpointWriteError, NonFiniteLossError, OptionError
+from featinv.runtime import keep_freed_memory
 from featinv.training import InversionModule
 from featinv.training.budget import TimeBudget
 from featinv.training.callbacks import AtomicCheckpointIO, ReconstructionGrid, RunSummary
