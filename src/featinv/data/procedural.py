@@ -181,18 +181,24 @@ class DeadLeaves:
     ) -> tuple[np.ndarray, np.ndarray]:
         """The topmost shape over each pixel (0 where none) and where any shape lies.
 
-        Each shape is tested only on the pixels of a square around it: with sizes drawn from
+        Each shape is tested only on the pixels of its bounding box: with sizes drawn from
         the power law most shapes are small, so this tests a small fraction of the pixels a
         test of every shape on every pixel would, with the same arithmetic on each pixel.
         """
         size, n = self.size, len(radius)
-        # an ellipse lies within radius of its centre, a rectangle within its half-diagonal
-        extent = np.where(square, np.sqrt(1 + np.square(aspect)), 1)
-        reach = np.ceil(radius * extent).astype(np.int64) + 1
-        y0 = np.clip(np.floor(cy).astype(np.int64) - reach, 0, size)
-        y1 = np.clip(np.floor(cy).astype(np.int64) + reach + 1, 0, size)
-        x0 = np.clip(np.floor(cx).astype(np.int64) - reach, 0, size)
-        x1 = np.clip(np.floor(cx).astype(np.int64) + reach + 1, 0, size)
+        # Half-extents along x and y of the shape with half-axes a (along the angle) and b: a
+        # rotated rectangle's a|cos| + b|sin|, a rotated ellipse's sqrt((a cos)^2 + (b sin)^2),
+        # in float64, rounded up, plus a pixel for the float32 test below.
+        a, b = radius.astype(np.float64), (radius * aspect).astype(np.float64)
+        abs_cos, abs_sin = np.abs(cos).astype(np.float64), np.abs(sin).astype(np.float64)
+        half_x = np.where(square, a * abs_cos + b * abs_sin, np.hypot(a * abs_cos, b * abs_sin))
+        half_y = np.where(square, a * abs_sin + b * abs_cos, np.hypot(a * abs_sin, b * abs_cos))
+        reach_x = np.ceil(half_x).astype(np.int64) + 1
+        reach_y = np.ceil(half_y).astype(np.int64) + 1
+        y0 = np.clip(np.floor(cy).astype(np.int64) - reach_y, 0, size)
+        y1 = np.clip(np.floor(cy).astype(np.int64) + reach_y + 1, 0, size)
+        x0 = np.clip(np.floor(cx).astype(np.int64) - reach_x, 0, size)
+        x1 = np.clip(np.floor(cx).astype(np.int64) + reach_x + 1, 0, size)
         heights, widths = y1 - y0, x1 - x0
         counts = heights * widths
         shape = np.repeat(np.arange(n), counts)
