@@ -17,11 +17,15 @@ import torch
 
 from featinv.data.bundled import TRAIN_PHOTOS, VAL_PHOTOS, photo_path
 from featinv.data.images import decode_rgb, resize_shorter_side
-from featinv.runtime import keep_freed_memory
+
+try:
+    from featinv.runtime import keep_freed_memory
+except ImportError:  # an older featinv measured for a before/after comparison
+    keep_freed_memory = None
 
 ALLOCATOR = (
     "glibc keeps freed memory (as featinv's commands run)"
-    if keep_freed_memory()
+    if keep_freed_memory is not None and keep_freed_memory()
     else "the C library's default allocator"
 )
 

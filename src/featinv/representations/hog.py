@@ -79,30 +79,34 @@ class _CentralDifferences(torch.autograd.Function):
         return grad
 
 
-class _SafeSqrt(torch.autograd.Function):
-    """sqrt whose derivative at 0 is 0 instead of inf (flat image regions have m = 0)."""
+class _Magnitude(torch.autograd.Function):
+    """``sqrt(gx^2 + gy^2)`` as VLFeat computes it, with the derivative ``(gx, gy) / m``,
+    taken as 0 where ``m = 0`` (flat image regions), in three passes."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
-        out = torch.sqrt(x)
-        ctx.save_for_backward(out)
-        return out
+    def forward(ctx: Any, gx: torch.Tensor, gy: torch.Tensor) -> torch.Tensor:
+        magnitude = torch.sqrt(gx * gx + gy * gy)
+        ctx.save_for_backward(gx, gy, magnitude)
+        return magnitude
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
-        (out,) = ctx.saved_tensors
-        return torch.where(out > 0, grad / (2 * out).clamp_min(torch.finfo(out.dtype).tiny), 0.0)
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        gx, gy, magnitude = ctx.saved_tensors
+        tiny = torch.finfo(magnitude.dtype).tiny
+        ratio = torch.where(magnitude > 0, grad / magnitude.clamp_min(tiny), 0.0)
+        return ratio * gx, ratio * gy
 
 
 def _gradients(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Step 2: central differences, the channel of largest gradient, and its magnitude."""
     gx, gy = _CentralDifferences.apply(image)
-    norm2 = gx * gx + gy * gy
     if image.shape[1] > 1:
         # argmax returns the first maximum: VLFeat's strict ">" keeps the first channel on ties.
-        best = norm2.argmax(dim=1, keepdim=True)
-        gx, gy, norm2 = gx.gather(1, best), gy.gather(1, best), norm2.gather(1, best)
-    return gx[:, 0], gy[:, 0], _SafeSqrt.apply(norm2[:, 0])
+        with torch.no_grad():
+            best = (gx * gx + gy * gy).argmax(dim=1, keepdim=True)
+        gx, gy = gx.gather(1, best), gy.gather(1, best)
+    gx, gy = gx.squeeze(1), gy.squeeze(1)
+    return gx, gy, _Magnitude.apply(gx, gy)
 
 
 def _vlfeat_bins(
