@@ -217,3 +217,25 @@ def test_a_users_network_trains_through_train_py_and_reloads(user_network, tmp_p
         expected = module(module.features(images))
     assert torch.equal(inverter.reconstruct(images), expected)
     assert inverter.representation.label == "build-3"
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["saved", "file-before-it-was-saved"])
+def test_a_converted_files_channel_order_comes_back_from_the_checkpoint(
+    vgg16_file, tmp_path, legacy
+):
+    network, _ = vgg16_file
+    converted = tmp_path / "caffe-vgg16.pth"  # as featinv-convert-weights writes Caffe's
+    normalization = {"mean": [104.007, 116.669, 122.679], "scale": 255.0, "bgr": True}
+    torch.save({"state_dict": network.state_dict(), "normalization": normalization}, converted)
+    options = {"architecture": "vgg16", "layer": "conv2_2", "weights": str(converted)}
+    trained = build_representation("cnn", **options).eval()
+    state = trained.state_dict()
+    if legacy:
+        del state["input_norm.bgr"]
+    # what a checkpoint or an exported file rebuilds: options, then the saved state
+    rebuilt = build_representation("cnn", load_weights=False, **options).eval()
+    rebuilt.load_state_dict(state)
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(images), trained(images), rtol=0, atol=0)
+        assert not torch.equal(trained(images), trained(images.flip(1)))  # the order matters

@@ -70,18 +70,28 @@ def normalization_from(values: dict[str, Any]) -> Normalization:
 class InputNormalization(nn.Module):
     """``(flip_to_bgr(x) * scale - mean) / std``: RGB in [0, 1] to what a network expects.
 
-    Its buffers go into checkpoints (``persistent``), so a network whose normalization came
-    from a converted weights file is rebuilt with it."""
+    Its buffers go into checkpoints (``persistent``), the channel order among them, so a
+    network whose normalization came from a converted weights file is rebuilt with it."""
 
     def __init__(self, normalization: Normalization, persistent: bool = True) -> None:
         super().__init__()
-        self.bgr = normalization.bgr
+        self.flip_to_bgr = normalization.bgr  # read by forward without a device sync
         self.register_buffer("mean", torch.tensor(normalization.mean).view(1, 3, 1, 1), persistent)
         self.register_buffer("std", torch.tensor(normalization.std).view(1, 3, 1, 1), persistent)
         self.register_buffer("scale", torch.tensor(float(normalization.scale)), persistent)
+        self.register_buffer("bgr", torch.tensor(normalization.bgr), persistent)
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        if prefix + "bgr" not in state_dict and prefix + "mean" in state_dict:
+            # Written before the channel order was saved: an ImageNet mean listed blue first
+            # (Caffe's 104, 117, 123) is in BGR order; RGB lists red (123.7 or 0.485) first.
+            mean = state_dict[prefix + "mean"].flatten()
+            state_dict[prefix + "bgr"] = torch.tensor(bool(mean[0] < mean[2]))
+        super()._load_from_state_dict(state_dict, prefix, *args)
+        self.flip_to_bgr = bool(self.bgr)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if self.bgr:
+        if self.flip_to_bgr:
             images = images.flip(1)
         return (images * self.scale - self.mean) / self.std
 
