@@ -133,7 +133,10 @@ def test_a_run_prints_nothing_a_user_cannot_act_on(tmp_path):
     assert "wandb sync" in output
 
 
-@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="a setting of glibc's allocator")
+@pytest.mark.skipif(
+    platform.libc_ver()[0] != "glibc",
+    reason="keep_freed_memory sets glibc's allocator; this C library is not glibc",
+)
 def test_training_reuses_the_memory_a_step_freed_without_page_faults():
     assert keep_freed_memory()
     torch.ones(12 << 20)  # 48 MB: past glibc's largest adaptive mmap threshold (32 MB)

@@ -93,7 +93,9 @@ def _niceness_after_worker_start(yield_cpu: bool, queue: multiprocessing.Queue) 
     queue.put(os.nice(0))
 
 
-@pytest.mark.skipif(not hasattr(os, "nice"), reason="process priorities are a POSIX feature")
+@pytest.mark.skipif(
+    not hasattr(os, "nice"), reason="os.nice does not exist here: process priorities are POSIX-only"
+)
 @pytest.mark.parametrize(("device", "lowest"), [("cpu", True), ("meta", False)])
 def test_loader_workers_yield_the_cores_to_a_step_on_the_cpu(device, lowest):
     data = InversionDataModule()

@@ -192,8 +192,10 @@ class OptimizationInverter:
             range(opts.iterations), desc=f"inverting {phi.name}", disable=not progress, leave=False
         )
         for _ in bar:
-            offsets = [torch.randint(0, opts.jitter, (2,), generator=g) for g in generators]
-            window = _windows(x, torch.stack(offsets), height, width) if pad else x
+            window = x
+            if pad:  # each image's offsets from its own stream
+                offsets = [torch.randint(0, opts.jitter, (2,), generator=g) for g in generators]
+                window = _windows(x, torch.stack(offsets), height, width)
             loss = normalized_loss(phi(torch.add(mean_01, window, alpha=1 / 255.0)), target, mask)
             objective = (
                 alpha_norm(x, opts.alpha, opts.bound)

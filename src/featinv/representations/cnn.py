@@ -35,15 +35,14 @@ import torch
 from torch import nn
 
 from featinv.ops import as_pair
-from featinv.representations.architectures import (
-    ARCHITECTURES,
+from featinv.representations.architectures import ARCHITECTURES, Architecture
+from featinv.representations.base import Representation, check_images, register
+from featinv.representations.huggingface import VISION_MODEL
+from featinv.representations.input_normalization import (
     TORCHVISION,
-    Architecture,
     InputNormalization,
     normalization_from,
 )
-from featinv.representations.base import Representation, check_images, register
-from featinv.representations.huggingface import VISION_MODEL
 from featinv.representations.network_decoder import fitted_decoder, paper_decoder, training_side
 from featinv.representations.network_output import (
     check_layout,

@@ -31,7 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from featinv.representations.architectures import ARCHITECTURES, CAFFE_MEAN_BGR
+from featinv.representations.architectures import ARCHITECTURES
+from featinv.representations.input_normalization import CAFFE_MEAN_BGR
 from featinv.representations.matconvnet import ConversionError, first_fitting
 
 #: keras.applications' VGG preprocessing ("caffe" mode): this mean, in BGR order, 0-255.
