@@ -8,6 +8,8 @@ import torch
 
 from featinv.ops import GREY_WEIGHTS, rgb_to_grey
 from featinv.representations import HOG, build_representation, hog_features
+from featinv.representations.binning import bilinear_cell_histogram
+from featinv.representations.hog_normalization import normalize_blocks
 from tests.representations.hog_reference import reference_hog
 
 SIZES = [(64, 64), (100, 77), (123, 130), (37, 45)]
@@ -73,6 +75,45 @@ def test_gradcheck_float64(bilinear):
     assert torch.autograd.gradcheck(
         lambda x: hog_features(x, bilinear_orientations=bilinear), (image,), eps=1e-6, atol=1e-5
     )
+
+
+@pytest.mark.parametrize("bilinear", [False, True], ids=["hog", "hogb"])
+def test_gradcheck_float64_batch_of_several_cells(bilinear):
+    torch.manual_seed(1)
+    image = torch.rand(2, 1, 26, 35, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda x: hog_features(x, bilinear_orientations=bilinear), (image,), eps=1e-6, atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("grid", [(3, 4), (1, 1), (1, 3), (5, 2)])
+def test_block_normalizations_written_out_gradient(grid):
+    torch.manual_seed(0)
+    # heavy-tailed histograms: many normalized values are truncated at 0.2, many are not
+    hist = torch.rand(2, 18, *grid, dtype=torch.float64).pow(4).requires_grad_(True)
+    features = normalize_blocks(hist)
+    directed = features[:, :18] * 2  # sums of four truncated values
+    assert (directed < 0.8 - 1e-6).any() and (directed > 0.2).any()
+    assert torch.autograd.gradcheck(normalize_blocks, (hist,), eps=1e-7, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "cell_size"), [(26, 35, 8), (13, 12, 4), (40, 31, 6), (9, 10, 3)]
+)
+def test_cell_histograms_gradient_is_the_transposed_binning(height, width, cell_size):
+    torch.manual_seed(0)
+    grid = (height + cell_size // 2) // cell_size, (width + cell_size // 2) // cell_size
+    bins = [torch.randint(0, 5, (2, height - 2, width - 2)) for _ in range(2)]
+    weights = [
+        torch.rand(2, height - 2, width - 2, dtype=torch.float64, requires_grad=True)
+        for _ in range(2)
+    ]
+
+    def histogram(*w: torch.Tensor) -> torch.Tensor:
+        votes = list(zip(bins, w, strict=True))
+        return bilinear_cell_histogram(votes, 5, (height, width), cell_size, grid)
+
+    assert torch.autograd.gradcheck(histogram, tuple(weights))
 
 
 @pytest.mark.parametrize("bilinear", [False, True], ids=["hog", "hogb"])

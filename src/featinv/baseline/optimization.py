@@ -23,11 +23,10 @@ from tqdm.auto import tqdm
 
 from featinv.baseline.optimizer import AdaGradMomentum
 from featinv.baseline.regularizers import (
-    alpha_norm,
     ball_factor,
+    natural_image_prior,
     normalized_loss,
     project_to_ball,
-    tv_beta,
 )
 from featinv.metrics import feature_error
 from featinv.representations.base import Representation
@@ -197,15 +196,20 @@ class OptimizationInverter:
                 offsets = [torch.randint(0, opts.jitter, (2,), generator=g) for g in generators]
                 window = _windows(x, torch.stack(offsets), height, width)
             loss = normalized_loss(phi(torch.add(mean_01, window, alpha=1 / 255.0)), target, mask)
-            objective = (
-                alpha_norm(x, opts.alpha, opts.bound)
-                + tv_beta(x, opts.beta, opts.typical_gradient)
-                + opts.c * loss
-            )
             # Algorithm 1 steps on the per-pixel gradient, i.e. that of H*W*E(x): Sect. 3.4 sets
             # eta_0 from "0 = B - eta * alpha / B", the gradient of R_alpha *without* Eq. 5's
             # 1/(HW); with it, steps would be HW times too small to move in 300 iterations.
-            (gradient,) = torch.autograd.grad(objective.sum() * (height * width), x)
+            (gradient,) = torch.autograd.grad(loss.sum() * (opts.c * height * width), x)
+            prior = natural_image_prior(
+                x.detach(),
+                opts.alpha,
+                opts.bound,
+                opts.beta,
+                opts.typical_gradient,
+                grad_into=gradient,
+                grad_scale=height * width,
+            )
+            objective = prior + opts.c * loss.detach()
             optimizer.step(gradient)
             with torch.no_grad():
                 x.mul_(ball_factor(x, opts.bound_plus))

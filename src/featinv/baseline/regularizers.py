@@ -6,8 +6,6 @@ in the paper's convention: ``(B, 3, H, W)``, 0-255 scale, mean subtracted.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 
@@ -16,29 +14,9 @@ def alpha_norm(x: torch.Tensor, alpha: float, bound: float) -> torch.Tensor:
 
     Isotropic in RGB: the norm of each pixel's colour vector, not of each channel.
     """
-    return _AlphaNorm.apply(x, alpha, bound)
-
-
-class _AlphaNorm(torch.autograd.Function):
-    """Eq. 5 with its gradient ``alpha ||x(v,u,:)||^(alpha-2) x(v,u,:) / (H W B^alpha)``, made
-    from the same per-pixel norms in a few passes over the image (the baseline's every
-    iteration pays for it)."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, alpha: float, bound: float) -> torch.Tensor:
-        height, width = x.shape[-2:]
-        scale = 1.0 / (height * width * bound**alpha)
-        pixel_norm2 = torch.linalg.vecdot(x, x, dim=1)
-        # ||x||^(alpha - 2): the gradient's factor, and ||x||^alpha = it * ||x||^2
-        factor = pixel_norm2.pow(alpha / 2 - 1) if alpha != 2 else torch.ones_like(pixel_norm2)
-        ctx.save_for_backward(x, factor)
-        ctx.gain = alpha * scale
-        return torch.linalg.vecdot(factor.flatten(1), pixel_norm2.flatten(1)) * scale
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        x, factor = ctx.saved_tensors
-        return x * (factor * (grad * ctx.gain).view(-1, 1, 1)).unsqueeze(1), None, None
+    height, width = x.shape[-2:]
+    pixel_norm2 = torch.linalg.vecdot(x, x, dim=1)
+    return pixel_norm2.pow(alpha / 2).sum(dim=(1, 2)) / (height * width * bound**alpha)
 
 
 def tv_beta(x: torch.Tensor, beta: float, typical_gradient: float) -> torch.Tensor:
@@ -47,8 +25,6 @@ def tv_beta(x: torch.Tensor, beta: float, typical_gradient: float) -> torch.Tens
     Forward differences; the last row and column repeat (zero difference across the border).
     """
     height, width = x.shape[-2:]
-    if beta == 2:
-        return _TV2.apply(x, 1.0 / (height * width * typical_gradient**2))
     dx = torch.nn.functional.pad(x[..., :, 1:] - x[..., :, :-1], (0, 1, 0, 0))
     dy = torch.nn.functional.pad(x[..., 1:, :] - x[..., :-1, :], (0, 0, 0, 1))
     squared = dx.square() + dy.square()
@@ -58,29 +34,50 @@ def tv_beta(x: torch.Tensor, beta: float, typical_gradient: float) -> torch.Tens
     return energy.sum(dim=(1, 2, 3)) / (height * width * typical_gradient**beta)
 
 
-class _TV2(torch.autograd.Function):
-    """TV with beta = 2 (the default) and its gradient ``2 scale (dx(u-1) - dx(u) + dy(v-1) -
-    dy(v))``, from the differences the forward pass keeps."""
+@torch.no_grad()
+def natural_image_prior(
+    x: torch.Tensor,
+    alpha: float,
+    bound: float,
+    beta: float,
+    typical_gradient: float,
+    *,
+    grad_into: torch.Tensor | None = None,
+    grad_scale: float = 1.0,
+) -> torch.Tensor:
+    """``alpha_norm + tv_beta`` per image, and (into ``grad_into``, times ``grad_scale``) its
+    gradient, written out: Algorithm 1 needs both at every iteration, and the formulas' own
+    autograd graph costs several more passes over the image than these.
 
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, scale: float) -> torch.Tensor:
-        dx, dy = torch.empty_like(x), torch.empty_like(x)
-        torch.sub(x[..., :, 1:], x[..., :, :-1], out=dx[..., :, :-1])
-        torch.sub(x[..., 1:, :], x[..., :-1, :], out=dy[..., :-1, :])
-        dx[..., :, -1], dy[..., -1, :] = 0, 0
-        ctx.save_for_backward(dx, dy)
-        ctx.scale = scale
-        flat_x, flat_y = dx.flatten(1), dy.flatten(1)
-        return (torch.linalg.vecdot(flat_x, flat_x) + torch.linalg.vecdot(flat_y, flat_y)) * scale
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        dx, dy = ctx.saved_tensors
-        out = torch.empty_like(dx)
-        torch.sub(dx[..., :, :-1], dx[..., :, 1:], out=out[..., :, 1:])
-        torch.neg(dx[..., :, 0], out=out[..., :, 0])
-        out[..., 1:, :] += dy[..., :-1, :]
-        return out.sub_(dy).mul_((grad * (2 * ctx.scale)).view(-1, 1, 1, 1)), None
+    The alpha-norm's gradient is ``alpha ||x(v,u,:)||^(alpha-2) x(v,u,:) / (H W B^alpha)``;
+    TV-2's is ``2 / (H W V^2)`` times the differences' transposed stencil.
+    """
+    height, width = x.shape[-2:]
+    alpha_scale = 1.0 / (height * width * bound**alpha)
+    pixel_norm2 = torch.linalg.vecdot(x, x, dim=1)
+    # ||x||^(alpha - 2): the gradient's factor, and ||x||^alpha = it * ||x||^2
+    factor = pixel_norm2.pow(alpha / 2 - 1) if alpha != 2 else torch.ones_like(pixel_norm2)
+    value = torch.linalg.vecdot(factor.flatten(1), pixel_norm2.flatten(1)) * alpha_scale
+    if grad_into is not None:
+        grad_into.addcmul_(x, factor.unsqueeze(1), value=alpha * alpha_scale * grad_scale)
+    if beta != 2:
+        with torch.enable_grad():
+            leaf = x.detach().requires_grad_(True)
+            tv = tv_beta(leaf, beta, typical_gradient)
+            if grad_into is not None:
+                grad_into.add_(torch.autograd.grad(tv.sum(), leaf)[0], alpha=grad_scale)
+        return value + tv.detach()
+    tv_scale = 1.0 / (height * width * typical_gradient**2)
+    for dim in (-1, -2):
+        length = x.shape[dim]
+        diff = x.narrow(dim, 1, length - 1) - x.narrow(dim, 0, length - 1)
+        flat = diff.flatten(1)
+        value += torch.linalg.vecdot(flat, flat) * tv_scale
+        if grad_into is not None:
+            step = 2 * tv_scale * grad_scale
+            grad_into.narrow(dim, 1, length - 1).add_(diff, alpha=step)
+            grad_into.narrow(dim, 0, length - 1).sub_(diff, alpha=step)
+    return value
 
 
 def project_to_ball(x: torch.Tensor, radius: float) -> torch.Tensor:

@@ -19,13 +19,8 @@ import torch
 from featinv.ops import as_pair, rgb_to_grey
 from featinv.representations.base import Representation, check_images, register
 from featinv.representations.binning import bilinear_cell_histogram
+from featinv.representations.hog_normalization import normalize_blocks
 
-#: Step 6: the truncation threshold of every normalized histogram value.
-_CLAMP = 0.2
-#: Step 5: the smoothing epsilon of the block normalization (depends on the image scale).
-_NORM_EPS = 1e-4
-#: Step 6: VLFeat's texture factor ``1 / sqrt(18)`` computed in float32.
-_TEXTURE_FACTOR = 1.0 / math.sqrt(18.0)
 #: On the CPU a batch is computed in pieces of at most this many pixels (at least one image).
 _CPU_PIXELS_PER_PIECE = 1 << 20
 
@@ -81,7 +76,7 @@ class _CentralDifferences(torch.autograd.Function):
 
 class _Magnitude(torch.autograd.Function):
     """``sqrt(gx^2 + gy^2)`` as VLFeat computes it, with the derivative ``(gx, gy) / m``,
-    taken as 0 where ``m = 0`` (flat image regions), in three passes."""
+    taken as 0 where ``m = 0`` (flat image regions)."""
 
     @staticmethod
     def forward(ctx: Any, gx: torch.Tensor, gy: torch.Tensor) -> torch.Tensor:
@@ -92,8 +87,11 @@ class _Magnitude(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         gx, gy, magnitude = ctx.saved_tensors
-        tiny = torch.finfo(magnitude.dtype).tiny
-        ratio = torch.where(magnitude > 0, grad / magnitude.clamp_min(tiny), 0.0)
+        # Where m = 0 so are gx and gy: any finite ratio gives 0 there, without a mask. A floor
+        # of sqrt(tiny) keeps grad / m finite for any |grad| below sqrt(max) and changes m
+        # only below 1e-19 (float32).
+        floor = torch.finfo(magnitude.dtype).tiny ** 0.5
+        ratio = grad / magnitude.clamp_min(floor)
         return ratio * gx, ratio * gy
 
 
@@ -144,7 +142,9 @@ def _hard_orientation_bins(
     # bin index: its vote carries the NaN magnitude into a valid bin.
     turns = torch.nan_to_num_(turns, nan=0.5)
     nearest = turns.floor()
-    ambiguous = (turns - nearest).sub_(0.5).abs_() > 0.5 - 1e-3
+    # positive where the angle is within 1e-3 bins of a boundary; in place and in float
+    # arithmetic (a comparison's boolean tensor costs more than the rest on the CPU)
+    ambiguous = turns.sub_(nearest).sub_(0.5).abs_().sub_(0.5 - 1e-3).clamp_min_(0.0)
     where = ambiguous.nonzero(as_tuple=True)
     if where[0].numel():
         exact = _vlfeat_bins(gx[where], gy[where], num_orientations)
@@ -251,26 +251,9 @@ def hog_features(
     else:
         hist = hist[:, :n_dir]
 
-    # Step 5: energies of the undirected histograms, 2x2 block sums with replicated borders.
-    undirected = hist[:, :num_orientations] + hist[:, num_orientations:]
-    energy = (undirected * undirected).sum(dim=1, keepdim=True)
-    energy = torch.nn.functional.pad(energy, (1, 1, 1, 1), mode="replicate")
-    block = (
-        energy[..., :-1, :-1] + energy[..., :-1, 1:] + energy[..., 1:, :-1] + energy[..., 1:, 1:]
-    )
-    factor = torch.rsqrt(block + _NORM_EPS)[:, 0]
-    # TL, TR, BL, BR blocks of each cell: (B, 4, 1, hogH, hogW).
-    factors = torch.stack(
-        [factor[:, :-1, :-1], factor[:, :-1, 1:], factor[:, 1:, :-1], factor[:, 1:, 1:]], dim=1
-    ).unsqueeze(2)
-
-    # Step 6: truncated, block-averaged directed and undirected histograms and 4 texture values.
-    directed = (factors * hist.unsqueeze(1)).clamp(max=_CLAMP)
-    undirected_clamped = (factors * undirected.unsqueeze(1)).clamp(max=_CLAMP)
-    texture = _TEXTURE_FACTOR * undirected_clamped.sum(dim=2)
-    return torch.cat(
-        [0.5 * directed.sum(dim=1), 0.5 * undirected_clamped.sum(dim=1), texture], dim=1
-    )
+    # Steps 5 and 6: block normalization, truncation, the directed, undirected and texture
+    # channels.
+    return normalize_blocks(hist)
 
 
 @register
