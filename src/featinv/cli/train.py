@@ -24,6 +24,7 @@ from featinv.runtime import keep_freed_memory
 from featinv.training import InversionModule
 from featinv.training.budget import TimeBudget
 from featinv.training.callbacks import AtomicCheckpointIO, ReconstructionGrid, RunSummary
+from featinv.training.divergence import DivergenceGuard
 from featinv.training.termination import TerminatedError, TerminationCheckpoint
 
 PROG = "featinv-train"
@@ -59,6 +60,7 @@ class FeatinvCLI(LightningCLI):
         parser.add_lightning_class_args(ReconstructionGrid, "grid")
         parser.add_lightning_class_args(RunSummary, "summary")
         parser.add_lightning_class_args(TimeBudget, "budget")
+        parser.add_lightning_class_args(DivergenceGuard, "divergence")
         parser.add_argument(
             "--checkpoint_dir",
             default="checkpoints",

@@ -5,6 +5,7 @@
 * ``adversarial``: DeePSiM's alternating discriminator and decoder steps;
 * ``options``: the module's option checks and learning-rate schedule;
 * ``callbacks``: data-fault counts, the reconstruction grid, the run summary, atomic saves;
+* ``divergence``: a diverged run goes back to its best weights with half the learning rate;
 * ``logger``: wandb, offline by default.
 """
 

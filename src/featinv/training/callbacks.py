@@ -23,6 +23,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from featinv.figures import comparison_grid
 from featinv.reliability import CheckpointWriteError, atomic_write
 from featinv.training.budget import TimeBudget
+from featinv.training.divergence import DivergenceGuard
 
 STAGES = ("train", "val")
 
@@ -192,6 +193,11 @@ class RunSummary(Callback):
             line
             for c in trainer.callbacks
             if isinstance(c, TimeBudget) and (line := c.summary(trainer)) is not None
+        ]
+        lines += [
+            line
+            for c in trainer.callbacks
+            if isinstance(c, DivergenceGuard) and (line := c.summary()) is not None
         ]
         own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
