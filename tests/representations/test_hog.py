@@ -8,6 +8,7 @@ import torch
 
 from featinv.ops import GREY_WEIGHTS, rgb_to_grey
 from featinv.representations import HOG, build_representation, hog_features
+from featinv.representations import hog as hog_module
 from featinv.representations.binning import bilinear_cell_histogram
 from featinv.representations.hog_normalization import normalize_blocks
 from tests.representations.hog_reference import reference_hog
@@ -66,6 +67,28 @@ def test_matches_dlib_fhog(photo_arrays, size):
     diff = np.concatenate(diffs)
     assert diff.mean() <= 1e-3, f"mean abs difference {diff.mean():.2e}"
     assert (diff <= 1e-2).mean() >= 0.99
+
+
+@pytest.mark.parametrize("num_orientations", [9, 8, 7, 11])
+def test_every_pixels_hard_bin_is_vlfeats_scan(photo_batch, num_orientations):
+    """The rounded angle, nudged at vertical gradients and rescanned near boundaries, equals
+    VLFeat's argmax over all projections at every pixel: photos, and images whose columns
+    repeat (gx = 0 exactly on a boundary for odd n) or whose rows repeat."""
+    torch.manual_seed(0)
+    noise = torch.rand(2, 1, 40, 40)
+    images = [
+        rgb_to_grey(photo_batch),
+        noise.repeat_interleave(2, dim=-1),  # pairs of equal columns: many gx = 0
+        noise.repeat_interleave(2, dim=-2),
+        (noise * 255).round() / 255,  # 8-bit levels: exact ties of every kind
+    ]
+    for image in images:
+        gx, gy, _ = hog_module._gradients(image)
+        ours = hog_module._hard_orientation_bins(gx, gy, num_orientations)
+        n = num_orientations
+        ours = (ours.long() - n) % (2 * n)  # undo the half-turn rotation
+        scan = hog_module._vlfeat_bins(gx.flatten(), gy.flatten(), n).view_as(ours)
+        assert torch.equal(ours, scan), f"{int((ours != scan).sum())} pixels differ"
 
 
 @pytest.mark.parametrize("bilinear", [False, True], ids=["hog", "hogb"])

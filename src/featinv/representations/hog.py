@@ -130,26 +130,56 @@ def _hard_orientation_bins(
 
     argmax_k |s_k| with the sign rule is the directed bin centre nearest to the gradient angle,
     i.e. the rounded angle. Only near a bin boundary can rounding and VLFeat's float32
-    projections disagree, so those few pixels are recomputed with VLFeat's own scan.
+    projections disagree, so those few pixels are recomputed with VLFeat's own scan. One
+    boundary is common in photos: a vertical gradient (gx = 0, a few percent of the pixels)
+    lies exactly on it when n is odd, where VLFeat's scan settles the tie from its table; the
+    rounding is nudged to that side (``_vertical_tie``) instead of recomputing them.
 
     Returns (as floats) ``(bin + n) mod 2n``, except that angles next to +pi give 2n rather
     than 0: shifting the angle by +pi makes it non-negative, so rounding is a floor and no
     integer modulo over every pixel is needed. ``hog_features`` undoes the rotation.
     """
     # angle in units of bins, shifted into [0.5, 2n + 0.5] so that floor() rounds.
-    turns = torch.atan2(gy, gx).mul_(num_orientations / math.pi).add_(num_orientations + 0.5)
+    offset = num_orientations + 0.5 + _vertical_tie(num_orientations, gx.dtype, gx.device)
+    turns = torch.atan2(gy, gx).mul_(num_orientations / math.pi).add_(offset)
     # A NaN pixel must give NaN features (and a NaN loss the trainer reports), not a garbage
     # bin index: its vote carries the NaN magnitude into a valid bin.
     turns = torch.nan_to_num_(turns, nan=0.5)
     nearest = turns.floor()
-    # positive where the angle is within 1e-3 bins of a boundary; in place and in float
-    # arithmetic (a comparison's boolean tensor costs more than the rest on the CPU)
-    ambiguous = turns.sub_(nearest).sub_(0.5).abs_().sub_(0.5 - 1e-3).clamp_min_(0.0)
-    where = ambiguous.nonzero(as_tuple=True)
+    # nonzero where the angle is within 1e-4 bins of a boundary (the rounding's error is under
+    # 1e-5) and gx != 0; in place and in float arithmetic (a comparison's boolean tensor costs
+    # more than the rest on the CPU)
+    ambiguous = turns.sub_(nearest).sub_(0.5).abs_().sub_(0.5 - 1e-4).clamp_min_(0.0).mul_(gx)
+    where = _sparse_nonzero(ambiguous)
     if where[0].numel():
         exact = _vlfeat_bins(gx[where], gy[where], num_orientations)
         nearest[where] = exact.add_(num_orientations).remainder_(2 * num_orientations).to(nearest)
     return nearest
+
+
+@functools.lru_cache(maxsize=16)
+def _vertical_tie(num_orientations: int, dtype: torch.dtype, device: torch.device) -> float:
+    """How rounding must lean at gx = 0 to land where VLFeat's scan does: there |s_k| =
+    |gy| |sin_k|, and for odd n two table entries are equal up to rounding. -1e-5 bins when the
+    lower bin wins (the scan keeps the first of equals), +1e-5 when the upper one is larger,
+    0 when 90 degrees is a bin centre (even n)."""
+    if num_orientations % 2 == 0:
+        return 0.0
+    _, sin_table = _orientation_table_for(num_orientations, dtype, torch.device("cpu"))
+    lower, upper = num_orientations // 2, num_orientations // 2 + 1
+    return -1e-5 if float(sin_table[lower].abs()) >= float(sin_table[upper].abs()) else 1e-5
+
+
+def _sparse_nonzero(values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``values.nonzero(as_tuple=True)`` for a ``(B, H, W)`` tensor with few nonzeros: the rows
+    that hold any first (one reduction), then the nonzeros of those rows only; a nonzero()
+    over every pixel costs as much as several arithmetic passes."""
+    low, high = torch.aminmax(values, dim=-1)
+    rows = ((low != 0) | (high != 0)).nonzero(as_tuple=True)
+    if not rows[0].numel():
+        return (*rows, rows[0])
+    index, cols = values[rows].nonzero(as_tuple=True)
+    return rows[0][index], rows[1][index], cols
 
 
 def _bilinear_orientation_votes(
