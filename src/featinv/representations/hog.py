@@ -80,7 +80,7 @@ class _Magnitude(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, gx: torch.Tensor, gy: torch.Tensor) -> torch.Tensor:
-        magnitude = torch.sqrt(gx * gx + gy * gy)
+        magnitude = (gx * gx).addcmul_(gy, gy).sqrt_()
         ctx.save_for_backward(gx, gy, magnitude)
         return magnitude
 

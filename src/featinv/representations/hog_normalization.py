@@ -62,9 +62,13 @@ class _BlockNormalization(torch.autograd.Function):
         factors = _corners(factor)
         directed = factors * hist.unsqueeze(1)  # (B, 4, 2n, hogH, hogW)
         undirected_scaled = factors * undirected.unsqueeze(1)
-        ctx.save_for_backward(hist, undirected, factor, directed, undirected_scaled)
-        directed_clamped = directed.clamp(max=CLAMP)
-        undirected_clamped = undirected_scaled.clamp(max=CLAMP)
+        if ctx.needs_input_grad[0]:
+            ctx.save_for_backward(hist, undirected, factor, directed, undirected_scaled)
+            directed_clamped = directed.clamp(max=CLAMP)
+            undirected_clamped = undirected_scaled.clamp(max=CLAMP)
+        else:  # features only (training's targets, evaluation): truncate in place
+            directed_clamped = directed.clamp_(max=CLAMP)
+            undirected_clamped = undirected_scaled.clamp_(max=CLAMP)
         return torch.cat(
             [
                 directed_clamped.sum(dim=1).mul_(0.5),
