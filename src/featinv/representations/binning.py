@@ -129,6 +129,8 @@ class _Layout:
 def _histogram(
     layout: _Layout, indices: list[torch.Tensor], weights: Sequence[torch.Tensor | None]
 ) -> torch.Tensor:
+    """The votes at their flat (bin x padded column) ``indices`` into cells: ``scatter_add``
+    along each row, then each run of rows summed into its two cells."""
     hist = layout.row_buffer()
     inner = hist[:, layout.inner_rows]
     for index, weight in zip(indices, weights, strict=True):
