@@ -80,7 +80,8 @@ class _Magnitude(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, gx: torch.Tensor, gy: torch.Tensor) -> torch.Tensor:
-        magnitude = (gx * gx).addcmul_(gy, gy).sqrt_()
+        # as VLFeat rounds it: a fused multiply-add (addcmul) moves HOGb's weights by 1e-4
+        magnitude = (gx * gx).add_(gy * gy).sqrt_()
         ctx.save_for_backward(gx, gy, magnitude)
         return magnitude
 
