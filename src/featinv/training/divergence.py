@@ -1,11 +1,10 @@
 """A run that diverges goes back to its best weights with half the learning rate.
 
 Adam at the paper's learning rate (1e-3, Dosovitskiy & Brox Sect. 2.2: "for most networks")
-trains most decoders smoothly, but on some a loss that had fallen for hundreds of steps jumps
-by orders of magnitude within a few and never comes back: a decoder of HED's conv1_2 fell to
-a validation error of 0.37 in 300 steps, then its training loss went from 0.01 to 1e3 and
-the run ended at 1.06, a checkerboard (docs/trained-networks.md). A lower rate for every run
-would slow the ones that are stable. Instead, at each validation the guard keeps a copy of
+trains most decoders smoothly, but on some (early layers of a trained VGG-16) a loss that had
+fallen for hundreds of steps jumps by orders of magnitude within a few and never comes back
+(docs/trained-networks.md has the runs). A lower rate for every run would slow the ones that
+are stable. Instead, at each validation the guard keeps a copy of
 the weights and optimizer state that gave the best error so far; a validation error more
 than ``factor`` times that best means the run has diverged: the copy comes back, and the
 learning rate (its whole schedule) is halved. A stable run never meets it and is unchanged.
