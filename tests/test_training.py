@@ -5,6 +5,7 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
+import torch.nn.functional as F
 
 from featinv import Inverter
 from featinv.cli import main
@@ -19,8 +20,12 @@ TINY_DECODER = {"width": 16, "max_width": 32, "min_width": 8}
 def test_loss_falls_on_a_fixed_batch(photo_batch):
     torch.manual_seed(0)
     module = InversionModule(image_size=64, decoder_options=TINY_DECODER)
-    losses = train_steps(module, {"image": photo_batch}, 60)
-    assert losses[-1] < 0.5 * losses[0], losses[::10]
+    losses = train_steps(module, {"image": photo_batch}, 100)
+    # below the best constant images for this batch: only the features can get it there
+    mean_image = photo_batch.mean(dim=0, keepdim=True)
+    mean_colour = photo_batch.mean(dim=(0, 2, 3), keepdim=True)
+    assert losses[-1] < F.mse_loss(mean_image.expand_as(photo_batch), photo_batch), losses[::10]
+    assert losses[-1] < 0.6 * F.mse_loss(mean_colour.expand_as(photo_batch), photo_batch)
 
 
 def _fit(

@@ -6,9 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from featinv.decoders import SpatialDecoder, build_decoder
+from featinv.decoders import FullyConnectedDecoder, SpatialDecoder, build_decoder
 from featinv.decoders.blocks import upconv
 from featinv.representations import HOG
+from featinv.representations.input_normalization import IMAGENET_MEAN
 
 
 def test_upconv_is_zero_insertion_then_5x5_convolution():
@@ -56,3 +57,21 @@ def test_wrong_feature_shape_names_the_expected_one():
     decoder = SpatialDecoder(31, 8, 64, width=8)
     with pytest.raises(ValueError, match=r"expected features of shape \(batch, 31, 8, 8\)"):
         decoder(torch.rand(2, 31, 16, 16))
+
+
+@pytest.mark.parametrize("features", ["spatial", "vector"])
+def test_a_new_decoder_predicts_a_faint_texture_around_natural_photos_mean_colour(features):
+    torch.manual_seed(0)
+    if features == "spatial":
+        decoder, inputs = build_decoder(HOG(), 64, width=16), torch.rand(4, 31, 8, 8)
+    else:
+        decoder = FullyConnectedDecoder(10, fc_width=32, start_channels=16, num_upconvs=3)
+        inputs = torch.rand(4, 10)
+    output = decoder(inputs)
+    colour = output.mean(dim=(2, 3))
+    assert (colour - torch.tensor(IMAGENET_MEAN)).abs().max() < 0.05
+    texture = output.std(dim=(2, 3))
+    assert texture.min() > 0 and texture.max() < 0.1  # faint, but with gradients to follow
+    F.mse_loss(output, torch.rand_like(output)).backward()
+    without = [name for name, p in decoder.named_parameters() if not p.grad.abs().sum() > 0]
+    assert not without  # the first step trains every layer

@@ -53,6 +53,8 @@ class FeatinvCLI(LightningCLI):
                 "checkpoint.monitor": "val/normalized_error",
                 "checkpoint.mode": "min",
                 "checkpoint.save_last": False,
+                # at every validation, those within an epoch too (featinv.training.budget)
+                "checkpoint.save_on_train_epoch_end": False,
                 "resume_checkpoint.save_top_k": 0,
                 "resume_checkpoint.save_last": True,
             }

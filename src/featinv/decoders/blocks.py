@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
+
+from featinv.representations.input_normalization import IMAGENET_MEAN
 
 #: "After each layer we apply leaky ReLU nonlinearity with slope 0.2" (Sect. 2.2).
 LEAKY_SLOPE = 0.2
@@ -20,6 +23,24 @@ def upconv(in_channels: int, out_channels: int) -> nn.ConvTranspose2d:
     kernel is exactly a transposed convolution with stride 2, padding 2, output padding 1.
     """
     return nn.ConvTranspose2d(in_channels, out_channels, 5, stride=2, padding=2, output_padding=1)
+
+
+def image_upconv(in_channels: int, out_channels: int = 3) -> nn.ConvTranspose2d:
+    """The last up-convolution, the one that writes the image, with ImageNet's mean colour as
+    its bias: a new decoder predicts a faint texture around natural photos' mean image.
+
+    The paper does not say how its networks start. With PyTorch's default initialization the
+    first prediction is a faint texture around black, and the first few hundred steps are
+    spent finding the images' mean colour; on a trained network's deep features (which say
+    little of colour) those steps swing the whole image's colour back and forth, and a short
+    run ends worse than a constant. The weights keep PyTorch's default: zero weights would
+    give a flat image, and a flat image has no gradient in HOG, SIFT or a CNN's feature loss.
+    """
+    layer = upconv(in_channels, out_channels)
+    colour = IMAGENET_MEAN if out_channels == 3 else (sum(IMAGENET_MEAN) / 3,) * out_channels
+    with torch.no_grad():
+        layer.bias.copy_(torch.tensor(colour))
+    return layer
 
 
 def activated(layer: nn.Module) -> nn.Sequential:

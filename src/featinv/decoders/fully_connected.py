@@ -7,7 +7,7 @@ from itertools import pairwise
 import torch
 from torch import nn
 
-from featinv.decoders.blocks import activated, upconv
+from featinv.decoders.blocks import activated, image_upconv, upconv
 from featinv.decoders.standardize import FeatureStandardizer
 
 
@@ -52,7 +52,7 @@ class FullyConnectedDecoder(nn.Module):
         channels = start_channels
         for i in range(num_upconvs):
             if i == num_upconvs - 1:
-                layers.append(upconv(channels, out_channels))
+                layers.append(image_upconv(channels, out_channels))
             else:
                 out = max(start_channels // 2**i, min_width)
                 layers.append(activated(upconv(channels, out)))

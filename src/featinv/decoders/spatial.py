@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from featinv.decoders.blocks import activated, conv, upconv
+from featinv.decoders.blocks import activated, conv, image_upconv, upconv
 from featinv.decoders.standardize import FeatureStandardizer
 from featinv.ops import as_pair
 
@@ -87,7 +87,7 @@ class SpatialDecoder(nn.Module):
             last = level == n_up - 1
             narrower = out_channels if last else max(channels // 2, min_width)
             layers.append(
-                upconv(channels, narrower) if last else activated(upconv(channels, narrower))
+                image_upconv(channels, narrower) if last else activated(upconv(channels, narrower))
             )
             if not last:
                 layers += [activated(conv(narrower, narrower, 3)) for _ in range(convs_per_level)]

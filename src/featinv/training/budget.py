@@ -1,13 +1,16 @@
-"""A wall-clock budget for a run: it ends at an epoch boundary in time, with its learning
+"""A wall-clock budget for a run: it ends at the step where its time runs out, its learning
 rate decayed as if the number of steps that fit had been asked for.
 
-A step costs what the representation costs: a HOG step is ten times cheaper than a VGG-16
-conv5_3 step on a CPU, so a fixed number of steps is either too short for one or too long
-for the other. With ``minutes`` set, the run measures its epochs (training and validation),
-stops after the last epoch that fits, and keeps time for the re-validation of ``best.ckpt``
-that ends every run. The learning-rate schedule (``featinv.training.options.linear_decay``)
-follows the projected number of steps, so the decay of Sect. 2.2 ("we gradually decreased
-the learning rate towards the end of training") still happens at the end.
+A step costs what the representation and the machine cost: a HOG step is ten times cheaper
+than a VGG-16 conv5_3 step on a CPU, and one CPU twice as fast as another, so a fixed number
+of steps is either too short for one or too long for the other. With ``minutes`` set, the run
+measures its steps and its validations, projects how many steps fit (keeping time for the
+validations on the way and for the re-validation of ``best.ckpt`` that ends every run), ends
+at that step with a last validation, and validates often enough that the best checkpoint is
+chosen among several even when an epoch takes most of the budget. The learning-rate schedule
+(``featinv.training.options.linear_decay``) follows the projection, so the decay of Sect. 2.2
+("we gradually decreased the learning rate towards the end of training") still happens at
+the end.
 """
 
 from __future__ import annotations
@@ -24,6 +27,12 @@ from featinv.training.options import StepPlan
 
 log = logging.getLogger(__name__)
 
+#: Batches timed before the first projection (the first ones include the loaders' start).
+MEASURED_BATCHES = 10
+#: The budget holds at least this many validations: an epoch longer than its share of the
+#: budget is validated in parts (every divisor of its length that fits the share).
+VALIDATIONS_PER_BUDGET = 8
+
 
 class TimeBudget(Callback):
     """End training within ``minutes`` of wall time (``None``: no budget).
@@ -38,26 +47,38 @@ class TimeBudget(Callback):
             raise ValueError(f"budget.minutes must be a positive number or null, got {minutes!r}")
         self.minutes = minutes
         self.started: float | None = None
-        self.epochs_timed = 0
+        self.batches = 0  # training batches of this run
+        self.batches_done = 0  # since the start of training, a resumed run's earlier ones too
+        #: the longest validation so far (the sanity check's until a real one has run)
         self.validation_seconds = 0.0
+        self.validating_seconds = 0.0  # all validations of this run together
         self._validation_started: float | None = None
-        #: the epochs the run was projected to end after (logged once when it shrinks)
-        self.projected_epochs: int | None = None
+        self._first_batch_end: float | None = None
+        self._validating_since_first = 0.0
+        #: the training batches the run is projected to end after
+        self.projected_batches: int | None = None
         #: whether the budget, rather than max_epochs / max_steps, ended the run
         self.ended_run = False
 
     # ----------------------------------------------------------------------- measuring
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.started = time.monotonic()
-        self.epochs_timed = 0
+        self.batches = 0
+        self.validating_seconds = 0.0
+        self._first_batch_end = None
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._validation_started = time.monotonic()
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._validation_started is not None and not trainer.sanity_checking:
-            took = time.monotonic() - self._validation_started
-            self.validation_seconds = max(self.validation_seconds, took)
+        if self._validation_started is None:
+            return
+        took = time.monotonic() - self._validation_started
+        # The sanity check sees a few batches of the validation set: a first, low estimate.
+        self.validation_seconds = max(self.validation_seconds, took)
+        if not trainer.sanity_checking and self.started is not None:
+            self.validating_seconds += took
+            self._validating_since_first += took
 
     def elapsed(self) -> float:
         return 0.0 if self.started is None else time.monotonic() - self.started
@@ -68,58 +89,124 @@ class TimeBudget(Callback):
             return math.inf
         return 60.0 * self.minutes - self.elapsed() - self.validation_seconds
 
-    # ------------------------------------------------------------------------ deciding
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # Lightning has run this epoch's validation by now: an epoch's time includes it.
-        if self.minutes is None or self.started is None:
-            return
-        self.epochs_timed += 1
-        done = trainer.current_epoch + 1
-        per_epoch = self.elapsed() / self.epochs_timed
-        fit = done + int(self.left() // per_epoch)
-        if trainer.max_epochs is not None and trainer.max_epochs > 0:
-            fit = min(fit, trainer.max_epochs)
-        if fit <= done:
-            trainer.should_stop = True
-            self.ended_run = trainer.max_epochs is None or done < trainer.max_epochs
-            log.info(
-                "time budget: stopping after epoch %d (%.1f of %.1f minutes used)",
-                done,
-                self.elapsed() / 60,
-                self.minutes,
-            )
-        self._project(trainer, fit)
+    def seconds_per_batch(self) -> float:
+        """Training time per batch so far, validations and the first batch (the loaders'
+        start, the first convolutions' set-up) excluded."""
+        if self._first_batch_end is None or self.batches < 2:
+            return (self.elapsed() - self.validating_seconds) / max(self.batches, 1)
+        since = time.monotonic() - self._first_batch_end - self._validating_since_first
+        return since / (self.batches - 1)
 
+    # ------------------------------------------------------------------------ deciding
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any
     ) -> None:
-        # An epoch longer than the budget left (a huge epoch, a machine that slowed down) ends
-        # the run in the middle of it rather than overrunning.
-        if self.minutes is not None and self.left() < 0:
-            trainer.should_stop = self.ended_run = True
-
-    def _project(self, trainer: pl.Trainer, epochs: int) -> None:
-        """Point the learning-rate decay at the end of ``epochs`` epochs."""
-        if epochs == self.projected_epochs or trainer.num_training_batches == math.inf:
+        if self.minutes is None or self.started is None:
             return
-        steps = epochs * int(trainer.num_training_batches)
+        self.batches += 1
+        if self.batches == 1:
+            self._first_batch_end = time.monotonic()
+            self._validating_since_first = 0.0
+        self.batches_done = _batches_done(trainer, self.batches)  # a resume's earlier ones too
+        overrun = self.left() < 0  # a machine that slowed down: stop now rather than overrun
+        if self.batches < MEASURED_BATCHES and not overrun:
+            return
+        every, fit = self._plan(trainer) if not overrun else (None, self.batches_done)
+        # DDP processes time themselves apart: all follow the first one's decision
+        every, fit = _broadcast(trainer, (every, fit))
+        if every is not None and every != getattr(trainer, "val_check_batch", None):
+            trainer.val_check_batch = every
+            log.info("time budget: a long epoch, validated every %d steps", every)
+        last = _last_batch(trainer)
+        self._project(trainer, fit if last is None else min(fit, last))
+        if self.batches_done >= fit and (last is None or fit < last):
+            self._stop(trainer)
+
+    def _plan(self, trainer: pl.Trainer) -> tuple[int | None, int]:
+        """How often to validate, and after how many training batches the run ends."""
+        per_batch = self.seconds_per_batch()
+        every = getattr(trainer, "val_check_batch", None)
+        if self.projected_batches is None and _finite(every):
+            every = _validation_interval(int(every), per_batch, 60.0 * self.minutes)
+        if not _finite(every):
+            every = _batches_per_epoch(trainer)
+        validation_share = self.validation_seconds / every if _finite(every) else 0.0
+        # every batch from here costs its training time and its share of the validations;
+        # the validation at the step the run ends on is kept aside too
+        left = self.left() - self.validation_seconds
+        fit = self.batches_done + max(int(left // (per_batch + validation_share)), 0)
+        return (int(every) if _finite(every) else None), fit
+
+    def _stop(self, trainer: pl.Trainer) -> None:
+        # Lightning validates at the batch where should_stop is set, then ends the fit
+        if not trainer.should_stop:
+            log.info(
+                "time budget: stopping after %d steps (%.1f of %.1f minutes used)",
+                self.batches_done,
+                self.elapsed() / 60,
+                self.minutes,
+            )
+        trainer.should_stop = self.ended_run = True
+
+    def _project(self, trainer: pl.Trainer, batches: int) -> None:
+        """Point the learning-rate decay at the end of ``batches`` training batches."""
         for config in trainer.lr_scheduler_configs:
             for schedule in getattr(config.scheduler, "lr_lambdas", []):
                 plan = getattr(schedule, "plan", None)
                 if isinstance(plan, StepPlan):
-                    plan.total = min(plan.planned, steps)
-        if self.projected_epochs is None or epochs < self.projected_epochs:
-            log.info("time budget: %d epochs fit (%d steps)", epochs, steps)
-        self.projected_epochs = epochs
+                    plan.total = min(plan.planned, batches)
+        if self.projected_batches is None or batches < 0.9 * self.projected_batches:
+            log.info("time budget: %d steps fit", batches)
+        self.projected_batches = batches
 
     def summary(self, trainer: pl.Trainer) -> str | None:
         """The summary's line when the budget ended the run."""
         if not self.ended_run:
             return None
         return (
-            f"ended by the time budget ({self.minutes:g} minutes) after {trainer.global_step} "
+            f"ended by the time budget ({self.minutes:g} minutes) after "
+            f"{max(self.batches_done, self.batches)} "
             f"steps; the learning rate decayed to fit them (--budget.minutes null: no budget)"
         )
 
     def state_dict(self) -> dict[str, Any]:
         return {"minutes": self.minutes}
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value) and value > 0
+
+
+def _batches_per_epoch(trainer: pl.Trainer) -> float:
+    return getattr(trainer, "num_training_batches", math.inf)
+
+
+def _batches_done(trainer: pl.Trainer, this_run: int) -> int:
+    """Training batches since the start of training, those before a resume included."""
+    loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
+    index = getattr(loop, "total_batch_idx", None)
+    return index + 1 if isinstance(index, int) else this_run
+
+
+def _validation_interval(every: int, per_batch: float, budget: float) -> int:
+    """Validate within an epoch when one takes more than its share of the budget (at the
+    largest divisor of the interval that fits the share), so the best checkpoint and the
+    divergence guard see several points of a long run."""
+    share = budget / VALIDATIONS_PER_BUDGET
+    if every * per_batch <= share:
+        return every
+    fitting = [d for d in range(1, every + 1) if every % d == 0 and d * per_batch <= share]
+    return max(fitting, default=1)
+
+
+def _last_batch(trainer: pl.Trainer) -> int | None:
+    """The batch after which max_epochs ends the run (``None``: no such limit)."""
+    epoch = _batches_per_epoch(trainer)
+    if _finite(epoch) and _finite(getattr(trainer, "max_epochs", None)):
+        return int(epoch) * trainer.max_epochs
+    return None
+
+
+def _broadcast(trainer: pl.Trainer, decision: Any) -> Any:
+    strategy = getattr(trainer, "strategy", None)
+    return decision if strategy is None else strategy.broadcast(decision)
