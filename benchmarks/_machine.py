@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from featinv.data.bundled import TRAIN_PHOTOS, VAL_PHOTOS, photo_path
+from featinv.data.datamodule import InversionDataModule
 from featinv.data.images import decode_rgb, resize_shorter_side
 
 try:
@@ -56,6 +57,26 @@ def photo_crops(batch: int, size: int, seed: int = 0) -> np.ndarray:
         left = rng.integers(0, photo.shape[1] - size + 1)
         crops.append(photo[top : top + size, left : left + size])
     return np.stack(crops)
+
+
+def embedded_training_data(options: dict, image_size: int, batches: int) -> InversionDataModule:
+    """The embedded default's data for a network layer (bundled photos and procedural images,
+    batch 32, seed 0), set up for ``batches`` training batches read in this process."""
+    data = InversionDataModule(
+        image_size=image_size,
+        batch_size=32,
+        num_workers=0,
+        batches_per_epoch=batches,
+        crop_scale=(0.25, 1.0),
+        synthetic_fraction=0.5,
+        saturation=(0.0, 1.0),
+        colour_prior=(0.485, 0.456, 0.406),
+        seed=0,
+        representation="cnn",
+        representation_options=options,
+    )
+    data.setup("fit")
+    return data
 
 
 def best_time(fn: Callable[[], object], repeats: int) -> float:

@@ -16,13 +16,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from featinv.data.datamodule import InversionDataModule
 from featinv.training import InversionModule
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import embedded_training_data
 
 DEFAULT_VARIANTS = [
     {"seed": 1},
@@ -33,20 +37,7 @@ DEFAULT_VARIANTS = [
 
 def cached_batches(options: dict, batches: int) -> tuple[list, list]:
     """Images and Phi's features of the embedded default's first training batches."""
-    data = InversionDataModule(
-        image_size=64,
-        batch_size=32,
-        num_workers=0,
-        batches_per_epoch=batches,
-        crop_scale=(0.25, 1.0),
-        synthetic_fraction=0.5,
-        saturation=(0.0, 1.0),
-        colour_prior=(0.485, 0.456, 0.406),
-        seed=0,
-        representation="cnn",
-        representation_options=options,
-    )
-    data.setup("fit")
+    data = embedded_training_data(options, 64, batches)
     module = InversionModule(representation="cnn", representation_options=options, image_size=64)
     images, features = [], []
     for batch in data.train_dataloader():
