@@ -79,6 +79,19 @@ def embedded_training_data(options: dict, image_size: int, batches: int) -> Inve
     return data
 
 
+def layer_benchmark_parser(doc: str | None, layer: str) -> argparse.ArgumentParser:
+    """The options the benchmarks of one network layer share (weights, architecture, layer,
+    torch threads); each adds its own."""
+    parser = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--weights", required=True)
+    parser.add_argument("--architecture", default="vgg16")
+    parser.add_argument("--layer", default=layer)
+    parser.add_argument("--threads", type=int, default=2)
+    return parser
+
+
 def best_time(fn: Callable[[], object], repeats: int) -> float:
     """The fastest of ``repeats`` runs after one warm-up run, in seconds."""
     fn()  # warm-up

@@ -14,7 +14,6 @@ orders of magnitude above the first steps' losses (about 0.2). Keys of a variant
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -26,7 +25,7 @@ import torch.nn.functional as F
 from featinv.training import InversionModule
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import embedded_training_data
+from _machine import embedded_training_data, layer_benchmark_parser
 
 DEFAULT_VARIANTS = [
     {"seed": 1},
@@ -80,15 +79,9 @@ def train(options: dict, variant: dict, images: list, features: list, steps: int
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--weights", required=True)
-    parser.add_argument("--architecture", default="vgg16")
-    parser.add_argument("--layer", default="conv2_2")
+    parser = layer_benchmark_parser(__doc__, "conv2_2")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--variants", type=json.loads, default=DEFAULT_VARIANTS)
-    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     options = {"architecture": args.architecture, "layer": args.layer, "weights": args.weights}

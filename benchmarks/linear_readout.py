@@ -16,7 +16,6 @@ the readout is fitted in seconds once the features are cached, a decoder in minu
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ from featinv.metrics import mean_pairwise_distance, normalized_reconstruction_er
 from featinv.training import InversionModule
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import embedded_training_data
+from _machine import embedded_training_data, layer_benchmark_parser
 
 RIDGE = (1e2, 1e3, 1e4, 3e4, 1e5)
 
@@ -72,15 +71,9 @@ def readout_inputs(features: torch.Tensor, mean: torch.Tensor, std: torch.Tensor
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--weights", required=True)
-    parser.add_argument("--architecture", default="vgg16")
-    parser.add_argument("--layer", default="conv5_3")
+    parser = layer_benchmark_parser(__doc__, "conv5_3")
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--batches", type=int, default=40)
-    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     options = {"architecture": args.architecture, "layer": args.layer, "weights": args.weights}
