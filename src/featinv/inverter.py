@@ -45,6 +45,10 @@ class Inverter(nn.Module):
         self.decoder = decoder
         self.image_size = image_size
         self.hparams = dict(hparams or {})
+        #: sum and count of the training images, when the checkpoint kept them: the training
+        #: data's mean image, the constant a decoder must beat (kept when saved again)
+        self.train_image_sum: torch.Tensor | None = None
+        self.train_image_count = 0
         self.eval()
 
     @classmethod
@@ -66,7 +70,12 @@ class Inverter(nn.Module):
         representation, decoder, hp = networks_from_checkpoint(
             checkpoint, str(path), architecture, trust_checkpoint
         )
-        return cls(representation, decoder, hp["image_size"], hp).to(device)
+        inverter = cls(representation, decoder, hp["image_size"], hp).to(device)
+        entry = checkpoint["featinv"]
+        total, count = entry.get("train_image_sum"), entry.get("train_image_count", 0)
+        if isinstance(total, torch.Tensor) and total.dim() == 3 and int(count) > 0:
+            inverter.train_image_sum, inverter.train_image_count = total, int(count)
+        return inverter
 
     @classmethod
     def load(
@@ -94,6 +103,13 @@ class Inverter(nn.Module):
             )
             return cls(representation, decoder, int(hp["image_size"]), hp).to(device)
         return cls.from_checkpoint(path, device, trust_checkpoint, architecture)
+
+    def train_mean_image(self) -> torch.Tensor | None:
+        """The training data's mean image ``(3, S, S)``, or ``None`` (an exported file, or a
+        checkpoint written before training saw an image)."""
+        if self.train_image_sum is None:
+            return None
+        return (self.train_image_sum / self.train_image_count).float()
 
     @property
     def device(self) -> torch.device:

@@ -221,3 +221,37 @@ def test_decoders_of_one_representation_from_several_runs_are_named_apart(tmp_pa
     assert list(report["methods"]) == ["mse/hog/best", "deepsim/hog/best"]
     for entry in report["methods"].values():
         assert 0 < entry["sharpness"] < 2
+
+
+def test_constants_are_scored_beside_the_decoders(tmp_path, photo_folder, photo_arrays):
+    """The photos' own mean image and the checkpoint's training mean image, each scored as a
+    prediction for every photo, match a NumPy computation of ||x - c|| / N."""
+    from featinv import save_checkpoint
+    from featinv.data.transforms import EvalTransform
+    from featinv.training import InversionModule
+
+    torch.manual_seed(0)
+    module = InversionModule(image_size=32, decoder_options={"width": 8, "max_width": 8})
+    seen = torch.rand(6, 3, 32, 32) * torch.tensor([0.9, 0.5, 0.2]).view(1, 3, 1, 1)
+    module._accumulate_train_images(seen)
+    checkpoint = save_checkpoint(tmp_path / "hog.ckpt", module)
+    out = tmp_path / "eval"
+    report = main(
+        ["--checkpoint", str(checkpoint), "--images", str(photo_folder), "--out", str(out)]
+    )
+    transform = EvalTransform(32)
+    photos = np.stack([transform(a).numpy() for a in photo_arrays]).astype(np.float64)
+    flat = photos.reshape(len(photos), -1)
+    normalizer = np.mean([np.linalg.norm(a - b) for i, a in enumerate(flat) for b in flat[i + 1 :]])
+
+    def error(constant: np.ndarray) -> float:
+        return float(np.mean(np.linalg.norm(flat - constant.reshape(1, -1), axis=1)) / normalizer)
+
+    own = report["mean_image"]["32"]
+    assert own["normalized_error"] == pytest.approx(error(flat.mean(0)), rel=1e-4)
+    assert own["structure_error"] <= own["normalized_error"] + 1e-6
+    (entry,) = report["methods"].values()
+    scored = entry["train_mean_image"]["normalized_error"]
+    assert scored == pytest.approx(error(seen.double().mean(0).numpy()), rel=1e-4)
+    text = (out / "report.md").read_text()
+    assert "the photos' own mean image" in text and "training data's mean image of" in text

@@ -43,6 +43,8 @@ class Method:
     Attributes:
         options: what the method was built with, for the report (the baseline's constants
             in force, a decoder's checkpoint path).
+        train_mean_image: ``(3, S, S)``: the mean of a decoder's training images, when its
+            checkpoint kept it: the constant the decoder has to beat, scored beside it.
     """
 
     name: str
@@ -52,6 +54,7 @@ class Method:
     invert: Callable[[torch.Tensor], torch.Tensor]
     autoencoder: bool = False
     options: dict[str, Any] = field(default_factory=dict)
+    train_mean_image: torch.Tensor | None = None
     results: dict[str, Any] = field(default_factory=dict)
     reconstructions: torch.Tensor | None = None
 
@@ -81,6 +84,7 @@ def learned_method(
         invert=inverter.reconstruct,
         autoencoder=bool(inverter.hparams.get("train_encoder")),
         options={"checkpoint": str(path)},
+        train_mean_image=inverter.train_mean_image(),
     )
 
 
@@ -189,6 +193,21 @@ def device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
 
 
+def constant_errors(
+    images: torch.Tensor, constant: torch.Tensor, normalizer: float
+) -> dict[str, float]:
+    """Normalized and structure error of one ``(3, h, w)`` image predicted for every photo
+    (resized to theirs): the score of a decoder that learned nothing from the features."""
+    predicted = match_size(constant.to(images)[None], tuple(images.shape[-2:]))
+    predicted = predicted.expand_as(images)
+    return {
+        "normalized_error": normalized_reconstruction_error(images, predicted, normalizer)
+        .mean()
+        .item(),
+        "structure_error": structure_error(images, predicted, normalizer).mean().item(),
+    }
+
+
 def score_methods(
     methods: Sequence[Method],
     photos: Sequence[np.ndarray],
@@ -197,7 +216,8 @@ def score_methods(
 ) -> dict[int, dict[str, Any]]:
     """Score every method, filling its ``results`` and ``reconstructions``.
 
-    Returns, per image size, the centrally cropped images and their normalizer N.
+    Returns, per image size, the centrally cropped images, their normalizer N and the
+    errors of their own mean image (a constant that knows the photos: an oracle).
     """
     groups: dict[int, dict[str, Any]] = {}
     for size in sorted({m.image_size for m in methods}):
@@ -209,7 +229,8 @@ def score_methods(
                 f"the {len(images)} photos are identical at {size} px (their mean pairwise "
                 "distance N is 0), so the normalized error is undefined: give photos that differ"
             )
-        groups[size] = {"images": images, "normalizer": normalizer}
+        own_mean = constant_errors(images, images.mean(0), normalizer)
+        groups[size] = {"images": images, "normalizer": normalizer, "mean_image": own_mean}
     for method in tqdm(methods, desc="evaluating", unit="method"):
         images = groups[method.image_size]["images"]
         with torch.no_grad():
@@ -240,6 +261,11 @@ def score_methods(
                 "ssim": ssim(images, recon).item(),
                 "device": device_name(device),
                 "options": method.options,
+                "train_mean_image": None
+                if method.train_mean_image is None
+                else constant_errors(
+                    images, method.train_mean_image, groups[method.image_size]["normalizer"]
+                ),
             }
             method.reconstructions = recon.cpu()
     return groups

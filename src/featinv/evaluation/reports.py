@@ -36,6 +36,26 @@ def markdown_table(methods: Sequence[Method]) -> list[str]:
     return lines
 
 
+def constants_table(methods: Sequence[Method], groups: dict[int, dict[str, Any]]) -> list[str]:
+    """The constant predictions a decoder has to beat: the photos' own mean image (an oracle:
+    it knows the photos) and each decoder's training data's mean image (when kept)."""
+    lines = ["| constant | size | normalized error | structure error |", "|---|---|---|---|"]
+    rows = [
+        ("the photos' own mean image (an oracle)", s, g["mean_image"]) for s, g in groups.items()
+    ]
+    rows += [
+        (f"the training data's mean image of {m.name}", m.image_size, m.results["train_mean_image"])
+        for m in methods
+        if m.results.get("train_mean_image")
+    ]
+    for name, size, errors in rows:
+        lines.append(
+            f"| {name} | {size} | {errors['normalized_error']:.3f} "
+            f"| {errors['structure_error']:.3f} |"
+        )
+    return lines
+
+
 def write_reports(
     methods: Sequence[Method],
     groups: dict[int, dict[str, Any]],
@@ -52,11 +72,13 @@ def write_reports(
         "image_size": first,
         "normalizer": groups[first]["normalizer"],
         "normalizers": {str(s): g["normalizer"] for s, g in groups.items()},
+        "mean_image": {str(s): g["mean_image"] for s, g in groups.items()},
         "methods": {m.name: m.results for m in methods},
         "notes": list(notes),
     }
     write_json(out / "report.json", report)
     lines = [f"# featinv evaluation: {num_images} images", "", *markdown_table(methods), ""]
+    lines += ["Constant predictions, for scale:", "", *constants_table(methods, groups), ""]
     lines.append(
         "Normalizer N (mean distance between image pairs): "
         + ", ".join(f"{g['normalizer']:.2f} at {s} px" for s, g in groups.items())
