@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -73,12 +74,15 @@ def save_layer_plot(
     points: Sequence[tuple[str, float, str]],
     layers: Sequence[str],
     network: str = "AlexNet",
+    references: Sequence[tuple[str, float]] = (),
 ) -> Path:
     """Normalized error against a network's layer, one line per kind (Dosovitskiy & Brox,
     Fig. 7).
 
     ``points`` are ``(layer, error, kind)`` with kind "learned", "autoencoder",
-    "optimization" or "hybrid".
+    "optimization" or "hybrid"; ``references`` are ``(label, error)`` drawn as horizontal
+    dashed lines (the photos' own mean image: what a decoder that learned only a constant
+    could at best reach).
     """
     import matplotlib
 
@@ -91,6 +95,10 @@ def save_layer_plot(
         series = sorted((layers.index(layer), error) for layer, error, k in points if k == kind)
         if series:
             axes.plot([x for x, _ in series], [y for _, y in series], style, label=kind)
+    for (label, error), dashes in zip(
+        references, itertools.cycle(("--", (0, (1, 2)))), strict=False
+    ):
+        axes.axhline(error, color="grey", linestyle=dashes, linewidth=1, label=label)
     long_names = max((len(layer) for layer in layers), default=0) > 8
     axes.set_xticks(
         range(len(layers)),

@@ -94,8 +94,9 @@ def test_layer_curve_for_several_alexnet_layers(tmp_path, photo_folder):
 def test_layer_curve_for_any_network_in_its_own_layer_order(tmp_path, photo_folder, monkeypatch):
     drawn = {}
 
-    def capture(path, points, layers, network):
+    def capture(path, points, layers, network, references):
         drawn.update(path=path, points=sorted(points), layers=tuple(layers), network=network)
+        drawn.update(references=list(references))
 
     monkeypatch.setattr("featinv.evaluation.reports.save_layer_plot", capture)
     paths = []
@@ -109,7 +110,7 @@ def test_layer_curve_for_any_network_in_its_own_layer_order(tmp_path, photo_fold
             decoder_options={"width": 8, "max_width": 8, "min_width": 4},
         )
         paths += ["--checkpoint", str(checkpoint)]
-    main(
+    report = main(
         [
             *paths,
             "--baseline",
@@ -127,6 +128,8 @@ def test_layer_curve_for_any_network_in_its_own_layer_order(tmp_path, photo_fold
     assert drawn["layers"] == ("conv1_2", "pool2")  # the evaluated layers, in network order
     kinds = {(layer, kind) for layer, _, kind in drawn["points"]}
     assert kinds == {(y, k) for y in ("conv1_2", "pool2") for k in ("learned", "optimization")}
+    own = report["mean_image"]["32"]["normalized_error"]
+    assert drawn["references"] == [("photos' own mean image", own)]
 
 
 def test_different_image_sizes_are_evaluated_each_at_its_own(

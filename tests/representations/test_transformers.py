@@ -207,7 +207,7 @@ def test_token_layers_evaluate_export_and_load_as_a_cnns_do(tmp_path, photo_fold
     drawn = {}
     monkeypatch.setattr(
         "featinv.evaluation.reports.save_layer_plot",
-        lambda path, points, layers, network: drawn.update(layers=tuple(layers)),
+        lambda path, points, layers, network, references: drawn.update(layers=tuple(layers)),
     )
     paths = []
     for layer in ("blocks.1", "blocks.0"):

@@ -93,13 +93,14 @@ def write_reports(
             [group["images"][:shown].cpu()] + [m.reconstructions[:shown] for m in members],
             ["original"] + [m.name for m in members],
         )
-    _layer_plots(methods, out)
+    _layer_plots(methods, groups, out)
     return report
 
 
-def _layer_plots(methods: Sequence[Method], out: Path) -> None:
+def _layer_plots(methods: Sequence[Method], groups: dict[int, dict[str, Any]], out: Path) -> None:
     """layers.png for a network evaluated at more than one of its layers (or outputs): the
-    x axis holds the evaluated ones, in the network's own order (its blocks' order)."""
+    x axis holds the evaluated ones, in the network's own order (its blocks' order), with
+    the photos' own mean image at each size the layers were scored at."""
     by_network: dict[str, list[Method]] = {}
     for m in methods:
         if m.representation.layer_names:
@@ -119,7 +120,15 @@ def _layer_plots(methods: Sequence[Method], out: Path) -> None:
         in_order = [layer for layer in members[0].representation.layer_names if layer in evaluated]
         in_order += sorted(evaluated - set(in_order), key=_natural)
         filename = "layers.png" if len(by_network) == 1 else f"layers_{name}.png"
-        save_layer_plot(out / filename, points, in_order, name)
+        sizes = sorted({m.image_size for m in members})
+        references = [
+            (
+                "photos' own mean image" + (f" ({size} px)" if len(sizes) > 1 else ""),
+                groups[size]["mean_image"]["normalized_error"],
+            )
+            for size in sizes
+        ]
+        save_layer_plot(out / filename, points, in_order, name, references)
 
 
 def _layer_of(method: Method) -> str:
