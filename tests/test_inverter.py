@@ -9,8 +9,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from featinv import Inverter
+from featinv import Inverter, save_checkpoint
 from featinv.networks import build_networks
+from featinv.training import InversionModule
 
 
 def test_wrong_features_are_refused():
@@ -24,10 +25,6 @@ def test_wrong_features_are_refused():
 
 
 def test_an_inverter_saved_again_keeps_its_training_mean_image(tmp_path):
-    from featinv import save_checkpoint
-    from featinv.inverter import Inverter
-    from featinv.training import InversionModule
-
     module = InversionModule(image_size=32, decoder_options={"width": 8, "max_width": 8})
     module._accumulate_train_images(torch.rand(4, 3, 32, 32))
     inverter = Inverter.load(save_checkpoint(tmp_path / "first.ckpt", module))

@@ -10,7 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
+from featinv import save_checkpoint
 from featinv.cli.evaluate import main
+from featinv.data.transforms import EvalTransform
+from featinv.training import InversionModule
 from tests.helpers import trained_checkpoint
 
 METHOD_KEYS = {
@@ -229,10 +232,6 @@ def test_decoders_of_one_representation_from_several_runs_are_named_apart(tmp_pa
 def test_constants_are_scored_beside_the_decoders(tmp_path, photo_folder, photo_arrays):
     """The photos' own mean image and the checkpoint's training mean image, each scored as a
     prediction for every photo, match a NumPy computation of ||x - c|| / N."""
-    from featinv import save_checkpoint
-    from featinv.data.transforms import EvalTransform
-    from featinv.training import InversionModule
-
     torch.manual_seed(0)
     module = InversionModule(image_size=32, decoder_options={"width": 8, "max_width": 8})
     seen = torch.rand(6, 3, 32, 32) * torch.tensor([0.9, 0.5, 0.2]).view(1, 3, 1, 1)
