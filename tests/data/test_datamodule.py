@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -109,3 +111,24 @@ def test_loader_workers_yield_the_cores_to_a_step_on_the_cpu(device, lowest):
     niceness = queue.get(timeout=30)
     worker.join(timeout=30)
     assert (niceness == 19) if lowest else (niceness == os.nice(0))
+
+
+_TAKE_A_BATCH_AND_RETURN = """
+from featinv.data.datamodule import InversionDataModule
+data = InversionDataModule(image_size=32, batch_size=4, num_workers=2, batches_per_epoch=100)
+data.setup("fit")
+batches = iter(data.train_dataloader())
+next(batches)
+print("took a batch", flush=True)
+"""
+
+
+def test_a_script_that_leaves_the_training_stream_unfinished_exits():
+    # the persistent workers of a live iterator are ended at exit, however many there are
+    done = subprocess.run(
+        [sys.executable, "-c", _TAKE_A_BATCH_AND_RETURN],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "took a batch" in done.stdout
+    assert "killed by signal" not in done.stderr

@@ -9,6 +9,7 @@ import math
 import multiprocessing
 import os
 import signal
+import threading
 from typing import Any
 
 import lightning as L
@@ -284,11 +285,22 @@ def init_loader_worker(worker_id: int, yield_cpu: bool = False) -> None:
 def _end_loader_workers() -> None:
     """At the interpreter's exit, kill the daemonic children left (persistent loader workers):
     they ignore the SIGTERM multiprocessing's own exit handler would send, and it would then
-    wait for them for ever. Registered after multiprocessing's handler, so it runs first."""
-    for child in multiprocessing.active_children():
-        if child.daemon:
-            child.kill()
-            child.join(timeout=10)
+    wait for them for ever. Registered after multiprocessing's handler, so it runs first.
+
+    A loader iterator still alive at exit (a script that took a few batches and returned)
+    keeps PyTorch's SIGCHLD handler armed: it raises as soon as the first worker dies, which
+    would end this loop there and leave the other workers to the handler that waits for ever.
+    The default SIGCHLD disposition is restored first; the process is ending anyway.
+    """
+    children = [child for child in multiprocessing.active_children() if child.daemon]
+    if not children:
+        return
+    if hasattr(signal, "SIGCHLD") and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for child in children:
+        child.kill()
+    for child in children:
+        child.join(timeout=10)
 
 
 atexit.register(_end_loader_workers)
