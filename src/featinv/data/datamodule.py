@@ -187,15 +187,22 @@ class InversionDataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
         """On the device: uint8 pixels to float in [0, 1] (the loaders ship a quarter of the
         bytes), then the colour augmentation of training batches (validation is untouched)."""
-        hp = self.hparams
         batch["image"] = pixels_to_float(batch["image"])
-        if not self.trainer.training:
-            return batch
-        if tuple(hp.saturation) != (1.0, 1.0):
-            batch["image"] = scale_saturation(batch["image"], *hp.saturation)
-        if hp.colour_prior is not None:
-            batch["image"] = self._balance(batch["image"])
+        if self.trainer.training:
+            batch["image"] = self.augment_colour(batch["image"])
         return batch
+
+    def augment_colour(self, images: torch.Tensor) -> torch.Tensor:
+        """A training batch's colour augmentation, on float pixels in [0, 1]: each image's
+        chroma scaled by a factor drawn from ``saturation``, then the ``colour_prior`` gains.
+        What a decoder trains on is what this returns (a benchmark reading the training
+        stream outside a trainer calls it too)."""
+        hp = self.hparams
+        if tuple(hp.saturation) != (1.0, 1.0):
+            images = scale_saturation(images, *hp.saturation)
+        if hp.colour_prior is not None:
+            images = self._balance(images)
+        return images
 
     def _balance(self, images: torch.Tensor) -> torch.Tensor:
         """Per-channel gains that bring the training stream's mean colour to ``colour_prior``.
