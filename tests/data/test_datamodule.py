@@ -18,7 +18,7 @@ from featinv.reliability import OptionError
 
 
 def _data(world_size: int, **options) -> InversionDataModule:
-    data = InversionDataModule(num_workers=0, **options)
+    data = InversionDataModule(**{"num_workers": 0, **options})
     data.setup("fit")
     data.trainer = SimpleNamespace(world_size=world_size)
     return data
@@ -50,6 +50,27 @@ def test_procedural_images_are_mixed_into_training_batches():
     assert 0.35 < share < 0.65  # 200 samples at 0.5: 4 standard deviations
     assert all(b["image"].shape == (50, 3, 64, 64) and b["image"].dtype == torch.uint8
                for b in batches)  # fmt: skip
+
+
+def _first_batches(count: int, **options) -> list[dict]:
+    data = _data(1, batch_size=16, synthetic_fraction=0.5, crop_scale=(0.25, 1.0), **options)
+    loader = data.train_dataloader()
+    return [b for _, b in zip(range(count), loader, strict=False)]
+
+
+def test_a_seeded_training_stream_reads_the_same_samples_in_the_same_order():
+    first, again, other = (_first_batches(6, seed=s) for s in (0, 0, 1))
+    photos = [k for b in first for k in b["key"] if not k.startswith("procedural")]
+    assert len(set(photos)) > 1
+    for a, b in zip(first, again, strict=True):
+        assert a["key"] == b["key"] and torch.equal(a["image"], b["image"])
+    assert [b["key"] for b in first] != [b["key"] for b in other]
+
+
+def test_loader_workers_of_a_seeded_stream_read_differently():
+    first, second = _first_batches(2, seed=0, num_workers=2)  # one batch from each worker
+    assert first["key"] != second["key"]
+    assert not torch.equal(first["image"], second["image"])
 
 
 @pytest.mark.parametrize(

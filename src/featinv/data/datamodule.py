@@ -55,8 +55,9 @@ class InversionDataModule(L.LightningDataModule):
         shuffle_buffer: samples held in the shuffle buffer.
         flip: random horizontal flips for training (off to use SIFT keypoints stored in the
             shards as they are; flipped crops get their SIFT computed on the fly).
-        seed: seed of the crops and procedural images (each DDP rank and loader worker derives
-            its own stream from it); ``None``: fresh entropy every run.
+        seed: seed of the training stream: which shards and samples it reads in which order,
+            the crops and the procedural images (each DDP rank and loader worker derives its
+            own stream from it); ``None``: fresh entropy every run.
         crop_scale: ``(low, high)``: training crops are squares of this fraction of the
             image's shorter side (log-uniform), resized to ``image_size``; ``None``: windows of
             ``image_size`` pixels at the stored resolution.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import glob
 import logging
+import random
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -227,6 +228,35 @@ class EvaluationPass(torch.utils.data.IterableDataset):
         yield from self.pipeline
 
 
+def seed_shard_resampling(dataset: wds.WebDataset, seed: int) -> None:
+    """Draw the shards of a resampled stream from ``seed``, each DDP rank and loader worker
+    its own sequence (webdataset seeds them from the clock unless told otherwise)."""
+    for stage in dataset.pipeline:
+        if isinstance(stage, wds.ResampledShards):
+            stage.seed, stage.deterministic = seed, True
+            return
+    raise RuntimeError("webdataset's pipeline has no ResampledShards stage to seed")
+
+
+class WorkerShuffle:
+    """webdataset's buffer shuffle, its generator seeded when a loader worker starts reading:
+    from ``(seed, DDP rank, worker, pass)``, so that a seeded run reads its samples in the
+    same order every time and no two workers alike; from fresh entropy when ``seed`` is
+    ``None``."""
+
+    def __init__(self, bufsize: int, seed: int | None) -> None:
+        self.bufsize, self.seed = bufsize, seed
+        self.passes = 0  # per process: a worker that reads the stream again shuffles anew
+
+    def __call__(self, samples: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        rank, _, worker, _ = wds.utils.pytorch_worker_info()
+        self.passes += 1
+        entropy = self.seed if self.seed is not None else np.random.SeedSequence().entropy
+        # a str seeds random.Random through SHA-512: the same in every process and run
+        rng = random.Random(f"{entropy}/{rank}/{worker}/{self.passes}")
+        return wds.filters.shuffle(self.bufsize, rng=rng)(samples)
+
+
 def shard_pipeline(
     pattern: str | list[str],
     transform: TrainTransform | EvalTransform,
@@ -263,9 +293,9 @@ def shard_pipeline(
         seed=seed,
     )
     if train:
-        # No fixed seed here: each worker must shuffle differently (the shard resampling
-        # and the crops are seeded per worker).
-        dataset = dataset.shuffle(shuffle_buffer)
+        if seed is not None:
+            seed_shard_resampling(dataset, seed)
+        dataset = dataset.compose(WorkerShuffle(shuffle_buffer, seed))
     pipeline = dataset.map(decoder).select(lambda sample: sample is not None)
     if synthetic is not None:
         # generated images get their loader features (SIFT) from this pipeline's decoder
