@@ -82,6 +82,12 @@ def batched(features: Features, images: torch.Tensor, size: int = 64) -> torch.T
     return torch.cat([features(images[i : i + size]) for i in range(0, len(images), size)])
 
 
+def ridge_solutions(gram: torch.Tensor, moment: torch.Tensor) -> dict[float, torch.Tensor]:
+    """The ridge regression's weights at each strength of ``RIDGE``, solved once."""
+    identity = torch.eye(len(gram), dtype=gram.dtype)
+    return {ridge: torch.linalg.solve(gram + ridge * identity, moment) for ridge in RIDGE}
+
+
 def readout_inputs(features: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """One row per map position: its standardized features, their 3x3 and whole-map
     averages, and a constant."""
@@ -111,13 +117,11 @@ class GlobalColourReadout:
         z = (stats - self.mean) / self.std
         colours = images.mean((2, 3)).double()
         self.colour = colours.mean(0)
-        self.gram, self.moment = z.T @ z, z.T @ (colours - self.colour)
+        self.weights = ridge_solutions(z.T @ z, z.T @ (colours - self.colour))
 
     def predict(self, features: torch.Tensor, ridge: float) -> torch.Tensor:
-        identity = torch.eye(len(self.gram), dtype=self.gram.dtype)
-        weights = torch.linalg.solve(self.gram + ridge * identity, self.moment)
         z = (channel_statistics(features) - self.mean) / self.std
-        return (z @ weights + self.colour).float()
+        return (z @ self.weights[ridge] + self.colour).float()
 
 
 def recoloured(layout: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
@@ -219,14 +223,14 @@ def main() -> None:
     mean, std = maps.mean((0, 2, 3), keepdim=True), maps.std((0, 2, 3), keepdim=True) + 1e-3
     inputs = readout_inputs(maps, mean, std)
     targets = F.adaptive_avg_pool2d(images, grid).permute(0, 2, 3, 1).reshape(-1, 3).double()
-    gram, moment = inputs.T @ inputs, inputs.T @ targets
+    layout_weights = ridge_solutions(inputs.T @ inputs, inputs.T @ targets)
     colour_readout = GlobalColourReadout(maps, images)
 
     def layout_readout(name: str, ridge: float) -> torch.Tensor:
-        weights = torch.linalg.solve(gram + ridge * torch.eye(len(gram), dtype=gram.dtype), moment)
         target = columns[name]
         rows = readout_inputs(column_maps[name], mean, std)
-        colours = (rows @ weights).float().reshape(len(target), *grid, 3).permute(0, 3, 1, 2)
+        colours = (rows @ layout_weights[ridge]).float().reshape(len(target), *grid, 3)
+        colours = colours.permute(0, 3, 1, 2)
         return F.interpolate(colours, size=target.shape[-2:], mode="bilinear").clamp(0, 1)
 
     rows: dict[str, Callable] = {
