@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import pickle
 import re
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +91,7 @@ def load_checkpoint(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    check_file_fits(path, _unpacked_size(path))
+    check_file_fits(path)
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=not trust)
     except pickle.UnpicklingError as error:
@@ -121,18 +120,6 @@ def load_checkpoint(
             f"{path} has featinv checkpoint format {found}, this featinv reads {CHECKPOINT_FORMAT}"
         )
     return checkpoint
-
-
-def _unpacked_size(path: Path) -> int | None:
-    """The bytes a zip checkpoint's members unpack to (a compressed member can be a bomb), or
-    ``None`` for a file that is not a zip archive (read as it is on disk)."""
-    if not zipfile.is_zipfile(path):
-        return None
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return sum(info.file_size for info in archive.infolist())
-    except (zipfile.BadZipFile, OSError, ValueError):
-        return None  # torch.load says what is wrong with it
 
 
 def check_resumable(checkpoint: dict[str, Any], hparams: dict[str, Any]) -> None:

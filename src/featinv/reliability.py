@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -110,13 +111,26 @@ def available_memory() -> int | None:
         return None
 
 
-def check_file_fits(path: Path, unpacked: int | None = None) -> None:
-    """Refuse, before reading it, a file whose contents (``unpacked`` bytes, or its size on
-    disk) would need more memory than is available.
+def unpacked_size(path: Path) -> int | None:
+    """The bytes a zip archive's members unpack to (a compressed member can be a bomb; torch
+    saves zip archives), or ``None`` for a file that is not one (read as it is on disk)."""
+    if not zipfile.is_zipfile(path):
+        return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return None  # the reader says what is wrong with it
+
+
+def check_file_fits(path: Path) -> None:
+    """Refuse, before reading it, a file whose contents (unpacked, for a zip archive) would
+    need more memory than is available.
 
     Raises:
         NotAFeatinvCheckpointError: naming the file and both sizes.
     """
+    unpacked = unpacked_size(path)
     needed = path.stat().st_size if unpacked is None else unpacked
     free = available_memory()
     if free is not None and needed > free:

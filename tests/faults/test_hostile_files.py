@@ -26,6 +26,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from featinv import Inverter, UntrustedCheckpointError
+from featinv.cli import main as train
 from featinv.cli.invert import main as invert
 from featinv.data.bounded_tar import bounded_webdataset
 from featinv.data.images import CorruptImageError, decode_rgb, encode_image
@@ -117,6 +118,28 @@ def test_a_decoder_file_that_names_code_imports_and_calls_nothing(
     assert no_mkdtemp == []
     assert "featinv_marker_module" not in sys.modules
     assert "this" not in set(sys.modules) - modules_before
+
+
+def test_a_network_weights_file_that_names_code_runs_nothing(tmp_path, marker_module):
+    """A ``weights:`` file whose pickle calls a function (as a whole pickled network does)."""
+    folder, witness = marker_module
+    crafted = folder / "vgg16.pth"
+    torch.save({"features.0.weight": torch.zeros(1)}, crafted)
+    with zipfile.ZipFile(crafted) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    with zipfile.ZipFile(crafted, "w") as archive:
+        for name, data in members.items():
+            if name.endswith("data.pkl"):  # calls featinv_marker_module.build() when loaded
+                data = b"\x80\x02cfeatinv_marker_module\nbuild\nq\x00)R."
+            archive.writestr(name, data)
+    options = f"{{architecture: vgg16, layer: conv1_1, weights: {crafted}}}"
+    with pytest.raises(SystemExit) as stop:
+        train(["--model.representation=cnn", f"--model.representation_options={options}"])
+    message = str(stop.value.code)
+    assert message.startswith("featinv-train: error: ") and "\n" not in message
+    assert "loading it would run `featinv_marker_module.build`" in message
+    assert not witness.exists()
+    assert "featinv_marker_module" not in sys.modules
 
 
 def test_a_network_by_import_path_loads_when_the_user_names_it_or_trusts_the_file(tmp_path):

@@ -5,8 +5,12 @@ from __future__ import annotations
 import sys
 import textwrap
 
+import h5py
+import numpy as np
 import pytest
 import torch
+from safetensors.torch import save_file
+from scipy.io import savemat
 from torch import nn
 
 from featinv import Inverter, UntrustedCheckpointError
@@ -185,6 +189,46 @@ def test_bad_architectures_and_layers_are_named(user_network, tmp_path, vgg16_fi
             CNN("vgg16", "conv1_1")
     finally:
         torch.hub.set_dir(str(tmp_path / "unused"))
+
+
+def test_weights_files_as_training_scripts_save_them_load(tmp_path, vgg16_file):
+    """A state dict wrapped by DataParallel (``module.``) or a LightningModule (``model.``),
+    inside a training checkpoint, or as safetensors, loads the same tensors."""
+    network, _ = vgg16_file
+    state = network.state_dict()
+    files = {
+        "dataparallel.pth": {"module." + k: v for k, v in state.items()},
+        "checkpoint.pth": {"model": state, "epoch": 90, "best_acc1": 71.6},
+        "lightning.pth": {"state_dict": {"model." + k: v for k, v in state.items()}},
+    }
+    for name, content in files.items():
+        torch.save(content, tmp_path / name)
+    save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / "vgg16.safetensors")
+    for name in [*files, "vgg16.safetensors"]:
+        phi = CNN("vgg16", "conv2_1", weights=str(tmp_path / name))
+        assert torch.equal(phi.net.features[5].weight, state["features.5.weight"]), name
+
+
+def test_weights_files_featinv_cannot_use_as_they_are_get_one_line(tmp_path, vgg16_file):
+    network, _ = vgg16_file
+    keras = tmp_path / "vgg16.weights.h5"
+    with h5py.File(keras, "w") as f:
+        f.create_dataset("layers/conv2d/vars/0", data=np.zeros((3, 3, 3, 64), np.float32))
+    matlab = tmp_path / "imagenet-vgg-verydeep-16.mat"
+    savemat(matlab, {"layers": np.zeros(1)})
+    whole = tmp_path / "whole-network.pth"
+    torch.save(network, whole)
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a network" * 100)
+    expected = {
+        keras: r"is Keras weights, not a state dict: convert it first \(featinv-convert-weights",
+        matlab: r"is a MATLAB \.mat file, not a state dict: convert it first",
+        whole: r"without running code \(loading it would run `torch\.nn\.modules\.container",
+        garbage: r"is not a readable weights file",
+    }
+    for path, message in expected.items():
+        with pytest.raises(ValueError, match=message):
+            CNN("vgg16", "conv1_1", weights=str(path))
 
 
 def test_a_users_network_trains_through_train_py_and_reloads(user_network, tmp_path, monkeypatch):
