@@ -97,6 +97,26 @@ def test_jpeg_fast_path_gives_pillows_pixels(photo_arrays, mode, subsampling):
     assert (_decode_jpeg_fast(data) is None) == (mode == "CMYK")  # which path decoded it
 
 
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+def test_photos_are_turned_upright_as_their_exif_orientation_says(photo_arrays, fmt):
+    """A phone stores a portrait photo turned, with an EXIF orientation: every one of the
+    eight decodes as Pillow's ``ImageOps.exif_transpose`` (what a viewer shows) does."""
+    from PIL import ImageOps
+
+    image = Image.fromarray(photo_arrays[0][:48, :80])
+    for orientation in range(1, 9):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        buffer = io.BytesIO()
+        image.save(buffer, format=fmt, exif=exif.tobytes(), quality=95)
+        data = buffer.getvalue()
+        expected = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+        decoded = decode_rgb(data)
+        assert decoded.shape == ((80, 48, 3) if orientation >= 5 else (48, 80, 3))
+        assert np.array_equal(decoded, expected), orientation
+        assert decoded.flags.c_contiguous and decoded.flags.writeable
+
+
 def test_truncated_jpeg_is_refused_not_padded(photo_arrays):
     data = encode_image(photo_arrays[0])
     with pytest.raises(CorruptImageError):

@@ -2,8 +2,9 @@
 
 Every path that reads an image (shard writer, shard reader, folder readers, evaluation,
 featinv-invert) goes through ``decode_rgb`` so that grey, RGBA, palette, CMYK and 16-bit images
-are converted the same way everywhere, and anything Pillow cannot decode raises one exception
-type the callers count and skip.
+are converted the same way everywhere, photos are turned upright as their EXIF orientation says
+(as a viewer shows a phone's portrait photo), and anything Pillow cannot decode raises one
+exception type the callers count and skip.
 
 One budget bounds what any image may cost before it is decoded: its bytes
 (``FEATINV_MAX_IMAGE_BYTES``, 256 MiB by default) and its pixels, read from the file's header
@@ -139,6 +140,44 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
     return np.array(image, dtype=np.uint8)  # one copy, writable
 
 
+#: The EXIF tag that says how a camera held the photo (1: as stored; 2-8: flips and turns).
+EXIF_ORIENTATION = 0x0112
+
+
+def _upright(array: np.ndarray, orientation: int) -> np.ndarray:
+    """``array`` as a viewer shows it, for EXIF ``orientation`` (the transposes of Pillow's
+    ``ImageOps.exif_transpose``: 6 is a portrait photo stored turned 90 degrees left)."""
+    if orientation in (5, 6, 7, 8):
+        array = array.transpose(1, 0, 2)  # 5 is the transpose; 6, 7, 8 flip it
+        array = {6: array[:, ::-1], 7: array[::-1, ::-1], 8: array[::-1]}.get(orientation, array)
+    else:
+        array = {2: array[:, ::-1], 3: array[::-1, ::-1], 4: array[::-1]}.get(orientation, array)
+    return np.ascontiguousarray(array)
+
+
+def _exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation of an opened image, 1 where it has none or a broken one."""
+    try:
+        value = image.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception:  # a malformed EXIF block must not lose the image
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _jpeg_orientation(data: bytes) -> int:
+    """The EXIF orientation of a JPEG, reading its header only (Pillow's lazy open) and only
+    where it has an EXIF segment, which comes before the image data."""
+    if data.find(b"Exif\x00\x00", 0, 2**17) < 0:
+        return 1
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as image:
+                return _exif_orientation(image)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return 1
+
+
 def _decode_jpeg_fast(data: bytes) -> np.ndarray | None:
     """Decode a plain RGB or grey JPEG with libjpeg-turbo through simplejpeg, else ``None``.
 
@@ -180,14 +219,14 @@ def decode_rgb(data: bytes | str | Path) -> np.ndarray:
             check_pixels(*size)
         array = _decode_jpeg_fast(data)
         if array is not None:
-            return array
+            return _upright(array, _jpeg_orientation(data))
         with warnings.catch_warnings():
             # Pillow warns on some odd-but-readable files; decoding errors still raise.
             warnings.simplefilter("ignore")
             with Image.open(io.BytesIO(data)) as image:
                 check_pixels(image.size[1], image.size[0])
-                image.load()
-                array = _to_rgb(image)
+                image.load()  # before reading EXIF: a PNG may keep it after the pixels
+                array = _upright(_to_rgb(image), _exif_orientation(image))
     except CorruptImageError:
         raise
     except (
