@@ -74,6 +74,21 @@ def _keras2_file(path: Path, layers) -> Path:
     return path
 
 
+def _keras2_chunked_file(path: Path, layers) -> Path:
+    """As Keras 2 writes a list attribute over HDF5's 64 KiB header limit: in numbered chunks."""
+    _keras2_file(path, layers)
+    with h5py.File(path, "a") as f:
+        names = list(f.attrs.pop("layer_names"))
+        f.attrs["layer_names0"], f.attrs["layer_names1"] = names[:2], names[2:]
+        for name in names:
+            weights = list(f[name].attrs.pop("weight_names"))
+            f[name].attrs["weight_names0"], f[name].attrs["weight_names1"] = (
+                weights[:1],
+                weights[1:],
+            )
+    return path
+
+
 def _keras_archive(path: Path, layers) -> Path:
     """As Keras 3's ``model.save('x.keras')``: a zip of metadata, config and weights."""
     weights = _keras3_file(path.with_name("model.weights.h5"), layers)
@@ -84,7 +99,9 @@ def _keras_archive(path: Path, layers) -> Path:
     return path.with_suffix(".keras")
 
 
-@pytest.mark.parametrize("writer", [_keras3_file, _keras2_file, _keras_archive])
+@pytest.mark.parametrize(
+    "writer", [_keras3_file, _keras2_file, _keras2_chunked_file, _keras_archive]
+)
 @pytest.mark.parametrize("architecture", ["vgg16", "vgg19"])
 def test_keras_files_convert_bit_for_bit(tmp_path, writer, architecture):
     layers = _weights(np.random.default_rng(0))

@@ -73,6 +73,19 @@ def _open_hdf5(path: str | Path) -> Any:
         raise ConversionError(f"{path} is not a readable HDF5 file ({error})") from None
 
 
+def _names(group: Any, attribute: str) -> list[str]:
+    """A Keras 2 list attribute as strings; Keras splits one over the HDF5 header limit (64 KiB)
+    into ``NAME0``, ``NAME1``, ..."""
+    if attribute in group.attrs:
+        values = list(group.attrs[attribute])
+    else:
+        values, chunk = [], 0
+        while f"{attribute}{chunk}" in group.attrs:
+            values.extend(group.attrs[f"{attribute}{chunk}"])
+            chunk += 1
+    return [value.decode() if isinstance(value, bytes) else str(value) for value in values]
+
+
 def _keras2_layers(root: Any) -> list[tuple[str, list[np.ndarray]]]:
     """Keras 2 (``layer_names`` / ``weight_names`` attributes), in the model's order.
 
@@ -81,12 +94,10 @@ def _keras2_layers(root: Any) -> list[tuple[str, list[np.ndarray]]]:
     layers by their name's prefix (``block1_conv1/kernel:0`` -> ``block1_conv1``).
     """
     layers = []
-    for name in root.attrs["layer_names"]:
-        name = name.decode() if isinstance(name, bytes) else str(name)
+    for name in _names(root, "layer_names"):
         group = root[name]
         split: dict[str, list[np.ndarray]] = {}
-        for weight in group.attrs.get("weight_names", []):
-            weight = weight.decode() if isinstance(weight, bytes) else str(weight)
+        for weight in _names(group, "weight_names"):
             prefix = weight.rsplit("/", 1)[0] if "/" in weight else ""
             split.setdefault(prefix, []).append(np.asarray(group[weight]))
         if len(split) == 1:
@@ -139,7 +150,7 @@ def read_keras_layers(path: str | Path) -> list[tuple[str, list[np.ndarray]]]:
     """
     with _open_hdf5(path) as handle:
         root = handle.get("model_weights", handle)  # a whole saved model, or weights only
-        keras2 = "layer_names" in root.attrs
+        keras2 = "layer_names" in root.attrs or "layer_names0" in root.attrs
         layers = _keras2_layers(root) if keras2 else _keras3_layers(root)
     if not layers:
         raise ConversionError(f"{path} holds no Keras layer weights (neither Keras 2 nor Keras 3)")
