@@ -170,8 +170,9 @@ def test_optimizer_and_seed_state_in_a_keras3_file_are_not_layers(tmp_path):
 def test_a_backbone_nested_in_a_classifier_is_read_backbone_first(tmp_path):
     """A VGG backbone used as one layer of a new classifier: Keras 3 names the head
     ``layers/dense`` (sorting before the backbone), Keras 2 keeps the backbone's weights in one
-    layer group. Its layers are read in the model's order, and the head, which is not VGG's
-    classifier, is the layer named as not fitting."""
+    layer group. Its layers are read in the model's order, the head, which is not VGG's
+    classifier, is the layer named as not fitting, and ``--convolutions-only`` converts the
+    backbone without it."""
     layers = _weights(np.random.default_rng(4))
     rng = np.random.default_rng(5)
     head_kernel, head_bias = rng.standard_normal((128, 10)), rng.standard_normal(10)
@@ -207,6 +208,18 @@ def test_a_backbone_nested_in_a_classifier_is_read_backbone_first(tmp_path):
         assert read[-1][0] == head_name
         with pytest.raises(ConversionError, match=f"layer '{head_name}' .*another network"):
             convert_keras(path, "vgg19")
+        # the backbone alone, when asked for: the head is left out and named
+        target = tmp_path / f"{path.stem}-backbone.pth"
+        convert_weights([str(path), str(target), "--convolutions-only"])
+        converted = torch.load(target, weights_only=True)
+        assert converted["left_out"] == [head_name]
+        assert sorted(converted["state_dict"]) == sorted(
+            f"features.{i}.{key}" for i in (0, 2, 5) for key in ("weight", "bias")
+        )
+        assert torch.equal(
+            converted["state_dict"]["features.5.weight"],
+            torch.from_numpy(layers[2][1].transpose(3, 2, 0, 1)),
+        )
 
 
 #: Run by Keras itself (torch backend, in its own process): a VGG-16 without its top, compiled

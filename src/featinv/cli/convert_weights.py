@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from featinv.cli.common import console_script, reported
+from featinv.cli.common import CommandError, console_script, reported
 from featinv.reliability import atomic_write
 from featinv.representations.architectures import ARCHITECTURES
 from featinv.representations.keras import convert_keras, detect_keras, is_keras_file
@@ -36,6 +36,12 @@ def main(argv: list[str] | None = None) -> Path:
         help="the built-in network it is (default: detected from the layers)",
     )
     parser.add_argument(
+        "--convolutions-only",
+        action="store_true",
+        help="Keras files: keep the convolutions and leave out the dense layers (a VGG "
+        "backbone fine-tuned under a new classifier head)",
+    )
+    parser.add_argument(
         "--overwrite", action="store_true", help="replace the target file if it exists"
     )
     args = parser.parse_args(argv)
@@ -44,9 +50,12 @@ def main(argv: list[str] | None = None) -> Path:
         if target.exists() and not args.overwrite:
             raise FileExistsError(f"{target} exists; pass --overwrite to replace it")
         if is_keras_file(args.source):
-            architecture = args.architecture or detect_keras(args.source)
-            converted = convert_keras(args.source, architecture)
+            only = args.convolutions_only
+            architecture = args.architecture or detect_keras(args.source, only)
+            converted = convert_keras(args.source, architecture, only)
         else:
+            if args.convolutions_only:
+                raise CommandError("--convolutions-only is for Keras files")
             architecture = args.architecture or detect(args.source)
             converted = convert(args.source, architecture)
         with atomic_write(target) as stream:
@@ -57,6 +66,7 @@ def main(argv: list[str] | None = None) -> Path:
         f"{[round(v, 3) for v in converted['normalization']['mean']]} "
         f"({'BGR' if converted['normalization']['bgr'] else 'RGB'}, 0-255)"
         + (", HED's side outputs kept" if "side_outputs" in converted else "")
+        + (f", left out: {', '.join(converted['left_out'])}" if "left_out" in converted else "")
         + "\n"
         f"use it with --model.representation cnn --model.representation_options "
         f"'{{architecture: {architecture}, layer: LAYER, weights: {target}}}'"

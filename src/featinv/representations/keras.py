@@ -28,6 +28,7 @@ from __future__ import annotations
 import io
 import re
 import zipfile
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -178,8 +179,15 @@ def _torch_weight(
     return kernel.T
 
 
-def convert_keras(path: str | Path, architecture: str) -> dict[str, Any]:
+def convert_keras(
+    path: str | Path, architecture: str, convolutions_only: bool = False
+) -> dict[str, Any]:
     """``{"state_dict", "normalization", "architecture", "source"[, "side_outputs"]}``.
+
+    Args:
+        convolutions_only: convert the file's convolutions and leave out its dense layers (a
+            VGG backbone fine-tuned under a new classifier head); the converted file then
+            serves every layer up to the last convolution's.
 
     Raises:
         ConversionError: naming the first layer of the file that does not fit ``architecture``.
@@ -187,14 +195,15 @@ def convert_keras(path: str | Path, architecture: str) -> dict[str, Any]:
     spec = ARCHITECTURES[architecture]
     with torch.device("meta"):
         network = spec.build()
+    kinds = (nn.Conv2d,) if convolutions_only else (nn.Conv2d, nn.Linear)
     targets = [
-        (name, module)
-        for name, module in network.named_modules()
-        if isinstance(module, (nn.Conv2d, nn.Linear))
+        (name, module) for name, module in network.named_modules() if isinstance(module, kinds)
     ]
     layers = read_keras_layers(path)
     side = [(name, arrays) for name, arrays in layers if HED_LAYERS.search(name)]
     backbone = [(name, arrays) for name, arrays in layers if not HED_LAYERS.search(name)]
+    left_out = [name for name, arrays in backbone if convolutions_only and arrays[0].ndim != 4]
+    backbone = [(name, arrays) for name, arrays in backbone if name not in left_out]
     if len(backbone) > len(targets):
         raise ConversionError(
             f"{path} has {len(backbone)} layers with weights, more than {architecture}'s "
@@ -235,6 +244,8 @@ def convert_keras(path: str | Path, architecture: str) -> dict[str, Any]:
         "architecture": architecture,
         "source": str(path),
     }
+    if left_out:
+        converted["left_out"] = left_out
     if side:
         converted["side_outputs"] = {
             f"{HED_LAYERS.search(name).group(2)}.{key}": torch.from_numpy(
@@ -265,7 +276,8 @@ def is_keras_file(path: str | Path) -> bool:
         return False
 
 
-def detect_keras(path: str | Path) -> str:
+def detect_keras(path: str | Path, convolutions_only: bool = False) -> str:
     """The built-in architecture a Keras file fits (VGG-16 or VGG-19; the first that converts)."""
     read_keras_layers(path)  # a file without Keras weights: that one reason, once
-    return first_fitting(path, ("vgg16", "vgg19"), convert_keras)
+    convert = partial(convert_keras, convolutions_only=convolutions_only)
+    return first_fitting(path, ("vgg16", "vgg19"), convert)
