@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import re
 import resource
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import tracemalloc
 import zipfile
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -27,6 +29,7 @@ from safetensors.torch import load_file, save_file
 
 from featinv import Inverter, UntrustedCheckpointError
 from featinv.cli import main as train
+from featinv.cli.convert_weights import main as convert_weights
 from featinv.cli.invert import main as invert
 from featinv.data.bounded_tar import bounded_webdataset
 from featinv.data.images import CorruptImageError, decode_rgb, encode_image
@@ -140,6 +143,67 @@ def test_a_network_weights_file_that_names_code_runs_nothing(tmp_path, marker_mo
     assert "loading it would run `featinv_marker_module.build`" in message
     assert not witness.exists()
     assert "featinv_marker_module" not in sys.modules
+
+
+def _keras2_weights(path: Path, make_kernel) -> Path:
+    """A Keras 2 weights file of one convolution whose kernel ``make_kernel(group, name)``
+    writes (or links)."""
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = [b"block1_conv1"]
+        group = f.create_group("block1_conv1")
+        group.attrs["weight_names"] = [b"kernel:0", b"bias:0"]
+        make_kernel(group, "kernel:0")
+        group.create_dataset("bias:0", data=np.zeros(64, np.float32))
+    return path
+
+
+def test_keras_files_that_reach_outside_themselves_are_refused(tmp_path):
+    """HDF5 can keep a dataset's values in other files (external storage, virtual datasets,
+    external links: a secret, or a FIFO that never answers), or need a filter plugin (a shared
+    library HDF5 loads): none of it is followed, loaded or read."""
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(np.arange(3 * 3 * 3 * 64, dtype=np.float32).tobytes())
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f.create_dataset("kernel", data=np.ones((3, 3, 3, 64), np.float32))
+    shape = (3, 3, 3, 64)
+
+    def external_storage(group, name):
+        group.create_dataset(
+            name, shape, np.float32, external=[(str(secret), 0, secret.stat().st_size)]
+        )
+
+    def virtual(group, name):
+        layout = h5py.VirtualLayout(shape, np.float32)
+        layout[:] = h5py.VirtualSource(str(other), "kernel", shape)
+        group.create_virtual_dataset(name, layout)
+
+    def external_link(group, name):
+        group[name] = h5py.ExternalLink(str(other), "kernel")
+
+    def plugin(group, name):  # 32004: LZ4, a plugin filter
+        group.create_dataset(
+            name, shape, np.float32, chunks=shape, compression=32004, allow_unknown_filter=True
+        )
+
+    def huge(group, name):  # declares 4 TiB, stores nothing
+        group.create_dataset(name, (2**40,), np.float32, chunks=(2**20,))
+
+    cases = {
+        external_storage: "keeps its values in other files",
+        virtual: "keeps its values in other files",
+        external_link: "is a ExternalLink: refused",
+        plugin: "needs HDF5 filter plugin 32004: refused",
+        huge: r"would take 4096\.0 GiB to read",
+    }
+    for make_kernel, message in cases.items():
+        path = _keras2_weights(tmp_path / f"{make_kernel.__name__}.h5", make_kernel)
+        with pytest.raises(SystemExit) as stop:
+            convert_weights([str(path), str(tmp_path / f"{make_kernel.__name__}.pth")])
+        text = str(stop.value.code)
+        assert text.startswith("featinv-convert-weights: error: ") and "\n" not in text
+        assert re.search(message, text), (make_kernel.__name__, text)
+        assert not (tmp_path / f"{make_kernel.__name__}.pth").exists()
 
 
 def test_a_network_by_import_path_loads_when_the_user_names_it_or_trusts_the_file(tmp_path):

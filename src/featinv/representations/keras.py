@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from featinv.reliability import available_memory
 from featinv.representations.architectures import ARCHITECTURES
 from featinv.representations.input_normalization import CAFFE_MEAN_BGR
 from featinv.representations.matconvnet import ConversionError, first_fitting
@@ -74,6 +75,54 @@ def _open_hdf5(path: str | Path) -> Any:
         raise ConversionError(f"{path} is not a readable HDF5 file ({error})") from None
 
 
+#: HDF5's own filters (deflate, shuffle, Fletcher-32, szip, n-bit, scale-offset) and h5py's
+#: LZF. Any other is a plugin, a shared library HDF5 would load to read the data.
+BUILTIN_FILTERS = frozenset({1, 2, 3, 4, 5, 6, 32000})
+
+
+def _array(item: Any, where: str) -> np.ndarray:
+    """A dataset's values, refusing what a weights file has no need for: values kept in other
+    files (external storage, virtual datasets), a filter plugin, a non-numeric type, or more
+    bytes than memory holds (checked from the declared shape before anything is read)."""
+    import h5py
+
+    if not isinstance(item, h5py.Dataset) or item.dtype.kind not in "fiub":
+        raise ConversionError(f"{where} is not a numeric array")
+    if item.is_virtual or item.external:
+        raise ConversionError(f"{where} keeps its values in other files: refused")
+    plist = item.id.get_create_plist()
+    for index in range(plist.get_nfilters()):
+        code = plist.get_filter(index)[0]
+        if code not in BUILTIN_FILTERS:
+            raise ConversionError(f"{where} needs HDF5 filter plugin {code}: refused")
+    needed, free = item.size * item.dtype.itemsize, available_memory()
+    if free is not None and needed > free:
+        raise ConversionError(
+            f"{where} would take {needed / 2**30:.1f} GiB to read, more than the "
+            f"{free / 2**30:.1f} GiB of memory available"
+        )
+    try:
+        return np.asarray(item)
+    except (OSError, ValueError) as error:  # a corrupt chunk, a failed checksum
+        raise ConversionError(f"{where} cannot be read ({error})") from None
+
+
+def _member(group: Any, name: str, where: str) -> Any:
+    """``group[name]`` through hard links only: a soft or external link (which could open
+    any other file, a FIFO that never answers) is refused before it is followed."""
+    import h5py
+
+    node = group
+    for part in name.split("/"):
+        link = node.get(part, getlink=True) if isinstance(node, h5py.Group) else None
+        if link is None:
+            raise ConversionError(f"{where}: {name!r} is named but not in the file")
+        if not isinstance(link, h5py.HardLink):
+            raise ConversionError(f"{where}: {name!r} is a {type(link).__name__}: refused")
+        node = node[part]
+    return node
+
+
 def _names(group: Any, attribute: str) -> list[str]:
     """A Keras 2 list attribute as strings; Keras splits one over the HDF5 header limit (64 KiB)
     into ``NAME0``, ``NAME1``, ..."""
@@ -87,7 +136,7 @@ def _names(group: Any, attribute: str) -> list[str]:
     return [value.decode() if isinstance(value, bytes) else str(value) for value in values]
 
 
-def _keras2_layers(root: Any) -> list[tuple[str, list[np.ndarray]]]:
+def _keras2_layers(root: Any, source: str) -> list[tuple[str, list[np.ndarray]]]:
     """Keras 2 (``layer_names`` / ``weight_names`` attributes), in the model's order.
 
     A nested model (a VGG backbone used as one layer of a classifier) is one entry of
@@ -96,11 +145,12 @@ def _keras2_layers(root: Any) -> list[tuple[str, list[np.ndarray]]]:
     """
     layers = []
     for name in _names(root, "layer_names"):
-        group = root[name]
+        group = _member(root, name, source)
         split: dict[str, list[np.ndarray]] = {}
         for weight in _names(group, "weight_names"):
             prefix = weight.rsplit("/", 1)[0] if "/" in weight else ""
-            split.setdefault(prefix, []).append(np.asarray(group[weight]))
+            array = _array(_member(group, weight, source), f"{source}: {name}/{weight}")
+            split.setdefault(prefix, []).append(array)
         if len(split) == 1:
             layers.append((name, next(iter(split.values()))))
         else:
@@ -114,7 +164,7 @@ def _is_weight(arrays: list[np.ndarray]) -> bool:
     return any(np.issubdtype(a.dtype, np.floating) and a.ndim > 0 for a in arrays)
 
 
-def _keras3_layers(root: Any) -> list[tuple[str, list[np.ndarray]]]:
+def _keras3_layers(root: Any, source: str) -> list[tuple[str, list[np.ndarray]]]:
     """Keras 3 (``PATH/vars/0``, ``PATH/vars/1``, ...), convolutions first, each kind in
     natural name order.
 
@@ -124,7 +174,8 @@ def _keras3_layers(root: Any) -> list[tuple[str, list[np.ndarray]]]:
     its head where the names do not (``layers/dense`` sorts before
     ``layers/functional/layers/conv2d``); every built-in network is convolutions, then
     linear layers. A compiled model's ``optimizer`` group (its step count and the moments of
-    every weight) is not part of the network.
+    every weight) is not part of the network. Only hard links are visited (h5py's
+    ``visititems``): nothing outside the file is opened.
     """
     import h5py
 
@@ -132,10 +183,11 @@ def _keras3_layers(root: Any) -> list[tuple[str, list[np.ndarray]]]:
 
     def visit(name: str, item: Any) -> None:
         parts = name.split("/")
-        if parts[0] == "optimizer":
+        if parts[0] == "optimizer" or not isinstance(item, h5py.Dataset):
             return
-        if isinstance(item, h5py.Dataset) and len(parts) >= 3 and parts[-2] == "vars":
-            found.setdefault("/".join(parts[:-2]), {})[int(parts[-1])] = np.asarray(item)
+        if len(parts) >= 3 and parts[-2] == "vars" and parts[-1].isdigit():
+            array = _array(item, f"{source}: {name}")
+            found.setdefault("/".join(parts[:-2]), {})[int(parts[-1])] = array
 
     root.visititems(visit)
     layers = [(name, [vars_[i] for i in sorted(vars_)]) for name, vars_ in found.items()]
@@ -152,7 +204,7 @@ def read_keras_layers(path: str | Path) -> list[tuple[str, list[np.ndarray]]]:
     with _open_hdf5(path) as handle:
         root = handle.get("model_weights", handle)  # a whole saved model, or weights only
         keras2 = "layer_names" in root.attrs or "layer_names0" in root.attrs
-        layers = _keras2_layers(root) if keras2 else _keras3_layers(root)
+        layers = (_keras2_layers if keras2 else _keras3_layers)(root, str(path))
     if not layers:
         raise ConversionError(f"{path} holds no Keras layer weights (neither Keras 2 nor Keras 3)")
     return layers
