@@ -206,6 +206,17 @@ def test_keras_files_that_reach_outside_themselves_are_refused(tmp_path):
         assert not (tmp_path / f"{make_kernel.__name__}.pth").exists()
 
 
+def test_a_zip_bomb_keras_archive_is_refused_before_it_is_unpacked(tmp_path, monkeypatch):
+    bomb = tmp_path / "bomb.keras"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("config.json", "{}")
+        archive.writestr("model.weights.h5", bytes(64 * 2**20))
+    assert bomb.stat().st_size < 2**20
+    monkeypatch.setattr("featinv.representations.keras.available_memory", lambda: 32 * 2**20)
+    with pytest.raises(SystemExit, match=r"model\.weights\.h5 would take 0\.1 GiB to read"):
+        convert_weights([str(bomb), str(tmp_path / "bomb.pth")])
+
+
 def test_a_network_by_import_path_loads_when_the_user_names_it_or_trusts_the_file(tmp_path):
     checkpoint = trained_checkpoint(
         tmp_path / "net.ckpt",

@@ -69,6 +69,12 @@ def _open_hdf5(path: str | Path) -> Any:
                         f"{path} is a zip archive without {KERAS_ARCHIVE_WEIGHTS}: "
                         "not a Keras 3 .keras model"
                     )
+                size, free = archive.getinfo(KERAS_ARCHIVE_WEIGHTS).file_size, available_memory()
+                if free is not None and size > free:  # a compressed member can be a bomb
+                    raise ConversionError(
+                        f"{path}: its {KERAS_ARCHIVE_WEIGHTS} would take {size / 2**30:.1f} GiB "
+                        f"to read, more than the {free / 2**30:.1f} GiB of memory available"
+                    )
                 return h5py.File(io.BytesIO(archive.read(KERAS_ARCHIVE_WEIGHTS)), "r")
         return h5py.File(path, "r")
     except (OSError, zipfile.BadZipFile) as error:
