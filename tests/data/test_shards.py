@@ -12,9 +12,14 @@ import torch
 from PIL import Image
 
 from featinv.cli.shards import main
-from featinv.data.images import pixels_to_float, resize_shorter_side, to_tensor
+from featinv.data.images import (
+    IMAGE_EXTENSIONS,
+    pixels_to_float,
+    resize_shorter_side,
+    to_tensor,
+)
 from featinv.data.shard_writer import write_shards
-from featinv.data.shards import expand_shards, shard_pipeline
+from featinv.data.shards import IMAGE_FIELDS, expand_shards, shard_pipeline
 from featinv.data.transforms import EvalTransform, TrainTransform, center_crop
 
 
@@ -91,6 +96,26 @@ def test_corrupt_samples_in_a_shard_are_skipped_and_counted(tmp_path, photo_arra
     keys = [k for b in batches for k in b["key"]]
     assert len(keys) == 3 and "corrupt_sample" not in keys
     assert batches[-1]["skipped"] == 1
+
+
+def test_shards_made_by_other_tools_keep_their_files_extensions(tmp_path, photo_arrays):
+    """A shard ``tar``-ed from an image folder: ImageNet's upper-case ``.JPEG``, a camera's
+    ``.JPG``, TIFF, BMP and GIF (every extension the folder readers take) are all read."""
+    assert set(IMAGE_FIELDS) == {extension[1:] for extension in IMAGE_EXTENSIONS}
+    shard = tmp_path / "made-by-tar.tar"
+    formats = {"JPEG": "JPEG", "JPG": "JPEG", "tiff": "TIFF", "bmp": "BMP", "gif": "GIF"}
+    with tarfile.open(shard, "w") as tar:
+        for i, (extension, fmt) in enumerate(formats.items()):
+            buffer = io.BytesIO()
+            Image.fromarray(photo_arrays[i % len(photo_arrays)][:40, :40]).save(buffer, fmt)
+            info = tarfile.TarInfo(f"n0144076{i}_1000{i}.{extension}")
+            info.size = buffer.tell()
+            tar.addfile(info, io.BytesIO(buffer.getvalue()))
+    batches = _read_all(str(shard), 32)
+    assert sorted(k for b in batches for k in b["key"]) == [
+        f"n0144076{i}_1000{i}" for i in range(5)
+    ]
+    assert batches[-1]["skipped"] == 0
 
 
 def _flat_folder(tmp_path: Path, arrays: list[np.ndarray]) -> Path:

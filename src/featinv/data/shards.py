@@ -40,8 +40,10 @@ DROUGHT_MIN_SHARDS = 100
 #: ... or when this many samples in a row could not be decoded.
 CORRUPT_IN_A_ROW = 10_000
 
-#: The sample fields an image may be stored under, in the order they are looked up.
-IMAGE_FIELDS = ("jpg", "jpeg", "png", "webp")
+#: The sample fields an image may be stored under, in the order they are looked up (those of
+#: ``IMAGE_EXTENSIONS``: shards written by other tools keep the files' own extensions, which
+#: webdataset lower-cases).
+IMAGE_FIELDS = ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif", "ppm")
 
 
 def image_field(sample: dict[str, Any]) -> bytes | None:
