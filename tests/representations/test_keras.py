@@ -223,7 +223,7 @@ def test_a_backbone_nested_in_a_classifier_is_read_backbone_first(tmp_path):
 
 
 #: Run by Keras itself (torch backend, in its own process): a VGG-16 without its top, compiled
-#: and fitted one step (so its file holds optimizer state), saved both ways Keras 3 saves, and
+#: and fitted one step (so its file holds optimizer state), saved the three ways Keras 3 saves, and
 #: its block3_conv3 / block5_conv3 activations on an image through Keras's preprocessing.
 KERAS_REFERENCE = """
 import sys
@@ -239,6 +239,7 @@ x = rng.uniform(0, 255, (2, 32, 32, 3)).astype("float32")
 model.fit(x, 0.5 * model.predict(x, verbose=0), epochs=1, verbose=0)
 model.save_weights(f"{out}/vgg16.weights.h5")
 model.save(f"{out}/vgg16.keras")
+model.save(f"{out}/vgg16.h5")  # the legacy format: Keras 2's layer_names / weight_names
 image = rng.uniform(0, 1, (1, 32, 32, 3)).astype("float32")
 names = ("block3_conv3", "block5_conv3")
 taps = keras.Model(model.input, [model.get_layer(name).output for name in names])
@@ -250,7 +251,8 @@ np.savez(f"{out}/reference.npz", image=image, relu3_3=conv3, relu5_3=conv5)
 @pytest.mark.slow
 def test_files_keras_writes_convert_to_the_same_network(tmp_path):
     """Parity with Keras itself: the files a trained Keras 3 model writes (``.weights.h5``
-    with its optimizer's state, ``.keras``) give featinv's VGG-16 Keras's activations."""
+    with its optimizer's state, ``.keras``, the legacy whole-model ``.h5``) give featinv's
+    VGG-16 Keras's activations."""
     if importlib.util.find_spec("keras") is None:
         pytest.skip("keras is not installed (pip install keras; it runs on the torch backend)")
     done = subprocess.run(
@@ -263,7 +265,7 @@ def test_files_keras_writes_convert_to_the_same_network(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     reference = np.load(tmp_path / "reference.npz")
     image = torch.from_numpy(reference["image"]).permute(0, 3, 1, 2)
-    for source in ("vgg16.weights.h5", "vgg16.keras"):
+    for source in ("vgg16.weights.h5", "vgg16.keras", "vgg16.h5"):
         target = tmp_path / f"{source}.pth"
         convert_weights([str(tmp_path / source), str(target)])
         for tap in ("relu3_3", "relu5_3"):
