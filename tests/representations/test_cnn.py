@@ -220,11 +220,16 @@ def test_weights_files_featinv_cannot_use_as_they_are_get_one_line(tmp_path, vgg
     torch.save(network, whole)
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a network" * 100)
+    numbered, untyped = tmp_path / "numbered.pth", tmp_path / "untyped.pth"
+    torch.save({1: torch.zeros(1)}, numbered)
+    torch.save({"features.0.weight": 3}, untyped)
     expected = {
         keras: r"is Keras weights, not a state dict: convert it first \(featinv-convert-weights",
         matlab: r"is a MATLAB \.mat file, not a state dict: convert it first",
         whole: r"without running code \(loading it would run `torch\.nn\.modules\.container",
         garbage: r"is not a readable weights file",
+        numbered: r"is not a vgg16 state dict: key 'features\.0\.weight' is missing \(it has 1,",
+        untyped: r"'features\.0\.weight' is a int, not a tensor",
     }
     for path, message in expected.items():
         with pytest.raises(ValueError, match=message):

@@ -76,9 +76,10 @@ def _strip_prefix(state: dict[str, Any], expected: dict[str, torch.Tensor]) -> d
     if first is None or first in state:
         return state
     for key in state:
-        prefix = key[: -len(first)]
-        if key.endswith("." + first) and all(prefix + k in state for k in expected):
-            return {k: state[prefix + k] for k in expected}
+        if isinstance(key, str) and key.endswith("." + first):
+            prefix = key[: -len(first)]
+            if all(prefix + k in state for k in expected):
+                return {k: state[prefix + k] for k in expected}
     return state
 
 
@@ -97,8 +98,10 @@ def load_matching(
         if key not in state:
             raise ValueError(
                 f"{source} is not a {architecture} state dict: key {key!r} is "
-                f"missing (it has {', '.join(list(state)[:4])}, ...)"
+                f"missing (it has {', '.join(map(str, list(state)[:4]))}, ...)"
             )
+        if not isinstance(state[key], torch.Tensor):
+            raise ValueError(f"{source}: {key!r} is a {type(state[key]).__name__}, not a tensor")
         if tuple(state[key].shape) != tuple(tensor.shape):
             raise ValueError(
                 f"{source}: {key!r} has shape {tuple(state[key].shape)}, "
