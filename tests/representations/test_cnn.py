@@ -229,7 +229,7 @@ def test_weights_files_featinv_cannot_use_as_they_are_get_one_line(tmp_path, vgg
         whole: r"without running code \(loading it would run `torch\.nn\.modules\.container",
         garbage: r"is not a readable weights file",
         numbered: r"is not a vgg16 state dict: key 'features\.0\.weight' is missing \(it has 1,",
-        untyped: r"'features\.0\.weight' is a int, not a tensor",
+        untyped: r"'features\.0\.weight' holds a value of type int, not a tensor",
     }
     for path, message in expected.items():
         with pytest.raises(ValueError, match=message):

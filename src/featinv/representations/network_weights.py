@@ -101,7 +101,9 @@ def load_matching(
                 f"missing (it has {', '.join(map(str, list(state)[:4]))}, ...)"
             )
         if not isinstance(state[key], torch.Tensor):
-            raise ValueError(f"{source}: {key!r} is a {type(state[key]).__name__}, not a tensor")
+            raise ValueError(
+                f"{source}: {key!r} holds a value of type {type(state[key]).__name__}, not a tensor"
+            )
         if tuple(state[key].shape) != tuple(tensor.shape):
             raise ValueError(
                 f"{source}: {key!r} has shape {tuple(state[key].shape)}, "
