@@ -26,6 +26,7 @@ import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
+from scipy.io import savemat
 
 from featinv import Inverter, UntrustedCheckpointError
 from featinv.cli import main as train
@@ -215,6 +216,19 @@ def test_a_zip_bomb_keras_archive_is_refused_before_it_is_unpacked(tmp_path, mon
     monkeypatch.setattr("featinv.representations.keras.available_memory", lambda: 32 * 2**20)
     with pytest.raises(SystemExit, match=r"model\.weights\.h5 would take 0\.1 GiB to read"):
         convert_weights([str(bomb), str(tmp_path / "bomb.pth")])
+
+
+def test_a_compressed_mat_bomb_is_refused_before_it_is_inflated(tmp_path, monkeypatch):
+    """MATLAB v7 compresses each variable: 64 MiB of zeros is a file of 64 KiB."""
+    bomb = tmp_path / "imagenet-vgg-m.mat"
+    savemat(bomb, {"layers": np.zeros(8 * 2**20)}, do_compression=True)
+    assert bomb.stat().st_size < 2**20
+    monkeypatch.setattr("featinv.representations.matconvnet.available_memory", lambda: 32 * 2**20)
+    allocated = []
+    monkeypatch.setattr("scipy.io.loadmat", lambda *a, **k: allocated.append(a))
+    with pytest.raises(SystemExit, match=r"would take more than 0\.0 GiB to read"):
+        convert_weights([str(bomb), str(tmp_path / "bomb.pth")])
+    assert allocated == []  # never handed to SciPy
 
 
 def test_a_network_by_import_path_loads_when_the_user_names_it_or_trusts_the_file(tmp_path):

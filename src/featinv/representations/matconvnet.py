@@ -17,6 +17,8 @@ only the first layers converts too (those layers can then be inverted).
 
 from __future__ import annotations
 
+import struct
+import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from featinv.reliability import available_memory
 from featinv.representations.architectures import ARCHITECTURES, PaddedMaxPool
 
 #: MatConvNet layer types without weights that have no counterpart to check.
@@ -35,11 +38,52 @@ class ConversionError(ValueError):
     """The file is not a MatConvNet simplenn model of the architecture; says why."""
 
 
+#: MATLAB v5's data element type of a zlib-compressed variable.
+MI_COMPRESSED = 15
+
+
+def mat_unpacked_size(path: str | Path, limit: int) -> int:
+    """The bytes a MATLAB v5/v7 file's variables take once read, counted by inflating its
+    compressed ones a megabyte at a time (a compressed variable can be a bomb: zeros shrink a
+    thousandfold); counting stops past ``limit``. v7.3 files (HDF5) count as their size."""
+    with open(path, "rb") as stream:
+        header = stream.read(128)
+        endian = "<" if header[126:128] == b"IM" else ">"
+        total = 0
+        while total <= limit and len(tag := stream.read(8)) == 8:
+            kind, length = struct.unpack(f"{endian}II", tag)
+            if kind != MI_COMPRESSED:
+                total += length
+                stream.seek(length + (-length % 8), 1)
+                continue
+            inflate, left = zlib.decompressobj(), length
+            while left > 0 and total <= limit:
+                chunk = stream.read(min(left, 2**20))
+                if not chunk:
+                    break
+                left -= len(chunk)
+                total += len(inflate.decompress(chunk, 2**20))
+                while inflate.unconsumed_tail and total <= limit:
+                    total += len(inflate.decompress(inflate.unconsumed_tail, 2**20))
+            stream.seek(left, 1)
+    return total
+
+
 def read_simplenn(path: str | Path) -> tuple[list[Any], Any]:
-    """The layers and the normalization struct of a MatConvNet ``simplenn`` ``.mat`` file."""
+    """The layers and the normalization struct of a MatConvNet ``simplenn`` ``.mat`` file,
+    refused before it is read when its variables would not fit in memory."""
     from scipy.io import loadmat
     from scipy.io.matlab import MatReadError
 
+    free = available_memory()
+    try:
+        needed = mat_unpacked_size(path, free if free is not None else 2**62)
+    except (OSError, zlib.error, struct.error) as error:
+        raise ConversionError(f"{path} is not a readable .mat file ({error})") from None
+    if free is not None and needed > free:
+        raise ConversionError(
+            f"{path} would take more than {free / 2**30:.1f} GiB to read, the memory available"
+        )
     try:
         data = loadmat(str(path), struct_as_record=False, squeeze_me=True)
     except NotImplementedError:
