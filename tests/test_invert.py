@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import save_file
 
 from featinv import Inverter
-from featinv.cli.invert import main
+from featinv.cli.invert import load_features, main
 from featinv.exported import export_decoder
 from tests.helpers import trained_checkpoint
 
@@ -96,3 +97,36 @@ def test_features_from_a_file_are_checked_and_decoded(model, tmp_path):
             ]
         )
     assert not (tmp_path / "c" / "summary.json").exists()
+
+
+def test_features_files_as_other_tools_write_them_decode_alike(model, tmp_path):
+    """Big-endian ``.npy`` (MATLAB, some instruments), ``.npz``, ``.safetensors`` and a saved
+    dict, each holding the features alone or beside other arrays under ``features``."""
+    inverter = Inverter.load(model)
+    features = inverter.features(torch.rand(2, 3, 32, 32))
+    array = features.numpy()
+    np.save(tmp_path / "big-endian.npy", array.astype(">f4"))
+    np.savez(tmp_path / "one.npz", recording=array)
+    np.savez(tmp_path / "named.npz", features=array, times=np.arange(2.0))
+    save_file({"features": features, "labels": torch.zeros(2)}, tmp_path / "named.safetensors")
+    torch.save({"features": features, "subject": torch.tensor(3)}, tmp_path / "named.pt")
+    expected = inverter.decode(features).clamp(0, 1)
+    for name in ("big-endian.npy", "one.npz", "named.npz", "named.safetensors", "named.pt"):
+        loaded = load_features(tmp_path / name)
+        assert torch.equal(loaded, features), name
+        out = tmp_path / name.replace(".", "_")
+        main(["--model", str(model), "--features", str(tmp_path / name), "--out", str(out)])
+        decoded = np.asarray(Image.open(out / "features_00001.png"), dtype=np.float32)
+        assert np.abs(decoded - expected[1].permute(1, 2, 0).numpy() * 255).max() <= 0.5 + 1e-3
+    np.savez(tmp_path / "two.npz", a=array, b=array)
+    with pytest.raises(SystemExit, match=r"holds 2 arrays \(a, b\); name one 'features'"):
+        main(
+            [
+                "--model",
+                str(model),
+                "--features",
+                str(tmp_path / "two.npz"),
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )

@@ -5,8 +5,8 @@ reconstruction), NAME the image's path below the folder given without its extens
 it, ``photo_jpg``, where two inputs would share a name), and ``summary.json`` with per-image
 MSE, PSNR and feature error (the normalized error needs a set of images; ``evaluate.py``
 computes it). Nothing is written into an input folder, over an input, or over an existing
-file without ``--overwrite``. With ``--features
-FILE.pt|FILE.npy`` it decodes features that did not come from images (the paper's "recordings
+file without ``--overwrite``. With ``--features FILE`` (``.pt``, ``.npy``, ``.npz`` or
+``.safetensors``) it decodes features that did not come from images (the paper's "recordings
 from a real brain" case), after checking their shape. Unreadable images are skipped and
 listed; every file is written atomically; the model file is read without executing anything.
 """
@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import argparse
 import io
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from featinv.cli.common import (
@@ -38,7 +40,7 @@ from featinv.figures import comparison_grid
 from featinv.inverter import Inverter
 from featinv.metrics import feature_error, psnr
 from featinv.ops import match_size
-from featinv.reliability import atomic_write, write_json
+from featinv.reliability import atomic_write, check_file_fits, write_json
 from featinv.runtime import keep_freed_memory
 
 PROG = "featinv-invert"
@@ -131,17 +133,38 @@ def check_output_folder(out: Path, inputs: list[str], planned: list[Path], overw
         )
 
 
+def _the_features(found: Any, path: Path) -> Any:
+    """The one array of a file that holds several by name (``.npz``, ``.safetensors``, a
+    saved dict): the one called ``features``, or the only one."""
+    if not isinstance(found, Mapping):
+        return found
+    if "features" in found:
+        return found["features"]
+    if len(found) == 1:
+        return next(iter(found.values()))
+    names = ", ".join(map(str, list(found)[:6]))
+    raise CommandError(f"{path} holds {len(found)} arrays ({names}); name one 'features'")
+
+
 def load_features(path: str | Path) -> torch.Tensor:
-    """Features from a ``.pt`` (a tensor, read without unpickling code) or ``.npy`` file."""
+    """Features from ``.pt`` (a tensor, read without unpickling code), ``.npy``, ``.npz`` or
+    ``.safetensors``; a file of several arrays gives the one called ``features``."""
     path = Path(path)
     try:
-        if path.suffix == ".npy":
-            array = np.load(path, allow_pickle=False)
+        check_file_fits(path)
+        if path.suffix in (".npy", ".npz"):
+            if path.suffix == ".npy":
+                array = np.load(path, allow_pickle=False)
+            else:
+                with np.load(path, allow_pickle=False) as archive:
+                    array = _the_features({k: archive[k] for k in archive.files}, path)
             if not np.issubdtype(array.dtype, np.floating):
                 raise CommandError(f"{path}: features must be floating point, got {array.dtype}")
-            loaded = torch.from_numpy(array)
+            loaded = torch.from_numpy(array.astype(array.dtype.newbyteorder("="), copy=False))
+        elif path.suffix == ".safetensors":
+            loaded = _the_features(load_file(path), path)
         else:
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
+            loaded = _the_features(torch.load(path, map_location="cpu", weights_only=True), path)
     except CommandError:
         raise
     except Exception as error:
@@ -231,7 +254,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("inputs", nargs="*", help="images and folders of images")
     parser.add_argument("--model", required=True, help="a .ckpt or an exported .safetensors")
-    parser.add_argument("--features", help="decode features from a .pt or .npy file instead")
+    parser.add_argument(
+        "--features",
+        help="decode features from a .pt, .npy, .npz or .safetensors file instead (one array, "
+        "or the one named 'features')",
+    )
     parser.add_argument("--out", required=True, help="output folder (not an input folder)")
     parser.add_argument(
         "--overwrite", action="store_true", help="replace output files that exist already"
