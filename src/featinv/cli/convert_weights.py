@@ -13,8 +13,8 @@ import torch
 from featinv.cli.common import CommandError, console_script, reported
 from featinv.reliability import atomic_write
 from featinv.representations.architectures import ARCHITECTURES
-from featinv.representations.keras import convert_keras, detect_keras, is_keras_file
-from featinv.representations.matconvnet import ConversionError, convert, detect
+from featinv.representations.keras import convert_keras, convert_keras_detected, is_keras_file
+from featinv.representations.matconvnet import ConversionError, convert, convert_detected
 
 PROG = "featinv-convert-weights"
 
@@ -51,13 +51,20 @@ def main(argv: list[str] | None = None) -> Path:
             raise FileExistsError(f"{target} exists; pass --overwrite to replace it")
         if is_keras_file(args.source):
             only = args.convolutions_only
-            architecture = args.architecture or detect_keras(args.source, only)
-            converted = convert_keras(args.source, architecture, only)
+            converted = (
+                convert_keras(args.source, args.architecture, only)
+                if args.architecture
+                else convert_keras_detected(args.source, only)
+            )
         else:
             if args.convolutions_only:
                 raise CommandError("--convolutions-only is for Keras files")
-            architecture = args.architecture or detect(args.source)
-            converted = convert(args.source, architecture)
+            converted = (
+                convert(args.source, args.architecture)
+                if args.architecture
+                else convert_detected(args.source)
+            )
+        architecture = converted["architecture"]
         with atomic_write(target) as stream:
             torch.save(converted, stream)
     layers = len({k.rsplit(".", 1)[0] for k in converted["state_dict"]})

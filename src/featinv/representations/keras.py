@@ -334,8 +334,8 @@ def is_keras_file(path: str | Path) -> bool:
         return False
 
 
-def detect_keras(path: str | Path, convolutions_only: bool = False) -> str:
-    """The built-in architecture a Keras file fits (VGG-16 or VGG-19; the first that converts)."""
+def convert_keras_detected(path: str | Path, convolutions_only: bool = False) -> dict[str, Any]:
+    """A Keras file converted to the first built-in architecture it fits (VGG-16, VGG-19)."""
     read_keras_layers(path)  # a file without Keras weights: that one reason, once
     convert = partial(convert_keras, convolutions_only=convolutions_only)
     return first_fitting(path, ("vgg16", "vgg19"), convert)

@@ -264,8 +264,9 @@ def first_fitting(
     path: str | Path,
     names: Iterable[str],
     convert_as: Callable[[str | Path, str], dict[str, Any]],
-) -> str:
-    """The first of the architectures ``names`` that ``convert_as`` converts ``path`` to.
+) -> dict[str, Any]:
+    """``path`` converted to the first of the architectures ``names`` it fits (its name is
+    the result's ``architecture``).
 
     Raises:
         ConversionError: listing each architecture's reason.
@@ -273,15 +274,13 @@ def first_fitting(
     reasons = []
     for name in names:
         try:
-            convert_as(path, name)
+            return convert_as(path, name)
         except ConversionError as error:
             reasons.append(f"{name}: {error}")
-        else:
-            return name
     raise ConversionError(f"{path} fits no built-in architecture:\n  " + "\n  ".join(reasons))
 
 
-def detect(path: str | Path) -> str:
-    """The built-in architecture a simplenn file fits (the first that converts)."""
+def convert_detected(path: str | Path) -> dict[str, Any]:
+    """A simplenn file converted to the first built-in architecture it fits."""
     read_simplenn(path)  # a file that is not a simplenn model: that one reason, once
     return first_fitting(path, ARCHITECTURES, convert)
