@@ -123,6 +123,18 @@ def unpacked_size(path: Path) -> int | None:
         return None  # the reader says what is wrong with it
 
 
+def memory_shortfall(needed: int) -> str | None:
+    """``None`` where ``needed`` bytes fit in the memory available, else the words saying
+    they do not (``would take 3.0 GiB to read, more than the 1.2 GiB of memory available``)."""
+    free = available_memory()
+    if free is None or needed <= free:
+        return None
+    return (
+        f"would take {needed / 2**30:.1f} GiB to read, more than the "
+        f"{free / 2**30:.1f} GiB of memory available"
+    )
+
+
 def check_file_fits(path: Path) -> None:
     """Refuse, before reading it, a file whose contents (unpacked, for a zip archive) would
     need more memory than is available.
@@ -131,13 +143,9 @@ def check_file_fits(path: Path) -> None:
         NotAFeatinvCheckpointError: naming the file and both sizes.
     """
     unpacked = unpacked_size(path)
-    needed = path.stat().st_size if unpacked is None else unpacked
-    free = available_memory()
-    if free is not None and needed > free:
-        raise NotAFeatinvCheckpointError(
-            f"{path} would take {needed / 2**30:.1f} GiB to read, more than the "
-            f"{free / 2**30:.1f} GiB of memory available"
-        )
+    shortfall = memory_shortfall(path.stat().st_size if unpacked is None else unpacked)
+    if shortfall is not None:
+        raise NotAFeatinvCheckpointError(f"{path} {shortfall}")
 
 
 def json_safe(value: Any) -> Any:

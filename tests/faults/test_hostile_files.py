@@ -213,7 +213,7 @@ def test_a_zip_bomb_keras_archive_is_refused_before_it_is_unpacked(tmp_path, mon
         archive.writestr("config.json", "{}")
         archive.writestr("model.weights.h5", bytes(64 * 2**20))
     assert bomb.stat().st_size < 2**20
-    monkeypatch.setattr("featinv.representations.keras.available_memory", lambda: 32 * 2**20)
+    monkeypatch.setattr("featinv.reliability.available_memory", lambda: 32 * 2**20)
     with pytest.raises(SystemExit, match=r"model\.weights\.h5 would take 0\.1 GiB to read"):
         convert_weights([str(bomb), str(tmp_path / "bomb.pth")])
 

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from featinv.reliability import available_memory
+from featinv.reliability import memory_shortfall
 from featinv.representations.architectures import ARCHITECTURES
 from featinv.representations.input_normalization import CAFFE_MEAN_BGR
 from featinv.representations.matconvnet import ConversionError, first_fitting
@@ -69,12 +69,10 @@ def _open_hdf5(path: str | Path) -> Any:
                         f"{path} is a zip archive without {KERAS_ARCHIVE_WEIGHTS}: "
                         "not a Keras 3 .keras model"
                     )
-                size, free = archive.getinfo(KERAS_ARCHIVE_WEIGHTS).file_size, available_memory()
-                if free is not None and size > free:  # a compressed member can be a bomb
-                    raise ConversionError(
-                        f"{path}: its {KERAS_ARCHIVE_WEIGHTS} would take {size / 2**30:.1f} GiB "
-                        f"to read, more than the {free / 2**30:.1f} GiB of memory available"
-                    )
+                # a compressed member can be a bomb: its unpacked size is checked first
+                size = archive.getinfo(KERAS_ARCHIVE_WEIGHTS).file_size
+                if shortfall := memory_shortfall(size):
+                    raise ConversionError(f"{path}: its {KERAS_ARCHIVE_WEIGHTS} {shortfall}")
                 return h5py.File(io.BytesIO(archive.read(KERAS_ARCHIVE_WEIGHTS)), "r")
         return h5py.File(path, "r")
     except (OSError, zipfile.BadZipFile) as error:
@@ -101,12 +99,8 @@ def _array(item: Any, where: str) -> np.ndarray:
         code = plist.get_filter(index)[0]
         if code not in BUILTIN_FILTERS:
             raise ConversionError(f"{where} needs HDF5 filter plugin {code}: refused")
-    needed, free = item.size * item.dtype.itemsize, available_memory()
-    if free is not None and needed > free:
-        raise ConversionError(
-            f"{where} would take {needed / 2**30:.1f} GiB to read, more than the "
-            f"{free / 2**30:.1f} GiB of memory available"
-        )
+    if shortfall := memory_shortfall(item.size * item.dtype.itemsize):
+        raise ConversionError(f"{where} {shortfall}")
     try:
         return np.asarray(item)
     except (OSError, ValueError) as error:  # a corrupt chunk, a failed checksum
