@@ -71,7 +71,7 @@ def test_documented_command_parses(page, command, monkeypatch, tmp_path, capsys)
         "shards": ["featinv.cli.shards.write_shards"],
         "export": ["featinv.cli.export.export_decoder"],
         "invert": ["featinv.cli.invert.image_files", "featinv.cli.invert.load_features"],
-        "convert_weights": ["featinv.cli.convert_weights.detect"],
+        "convert_weights": ["featinv.cli.convert_weights.convert_detected"],
         "layers": ["featinv.cli.layers.train_layer"],
     }
     assert name in targets, f"{page}: no check for {words[0]}"
