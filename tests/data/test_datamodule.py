@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -15,6 +16,7 @@ from featinv.data.bundled import bundled_shards
 from featinv.data.datamodule import InversionDataModule, init_loader_worker
 from featinv.data.shards import expand_shards
 from featinv.reliability import OptionError
+from featinv.training.termination import TerminationCheckpoint
 
 
 def _data(world_size: int, **options) -> InversionDataModule:
@@ -153,3 +155,36 @@ def test_a_script_that_leaves_the_training_stream_unfinished_exits():
     assert done.returncode == 0, done.stderr[-2000:]
     assert "took a batch" in done.stdout
     assert "killed by signal" not in done.stderr
+
+
+def _sigterm_in_a_fresh_fork(seen: list[int], queue: multiprocessing.Queue) -> None:
+    """A loader worker between its fork and its start (the run's handlers still in place),
+    then after its start: SIGTERM reaches neither the run's handler nor its grace alarm."""
+    os.kill(os.getpid(), signal.SIGTERM)
+    before_start = (len(seen), signal.alarm(0))
+    init_loader_worker(0)
+    os.kill(os.getpid(), signal.SIGTERM)
+    queue.put((before_start, (len(seen), signal.alarm(0))))
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGALRM"), reason="SIGALRM and fork are POSIX-only")
+def test_a_scheduler_sigterm_to_the_process_group_leaves_loader_workers_running():
+    """A scheduler signals the whole group: a worker forked a moment before must not run the
+    main process's SIGTERM handler (it would arm the grace alarm and end the worker, which the
+    main process then reports as a worker that exited unexpectedly)."""
+    seen: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
+    callback = TerminationCheckpoint(grace_seconds=60)
+    try:
+        callback.on_fit_start(None, None)
+        context = multiprocessing.get_context("fork")
+        queue = context.Queue()
+        worker = context.Process(target=_sigterm_in_a_fresh_fork, args=(seen, queue))
+        worker.start()
+        result = queue.get(timeout=30)
+        worker.join(timeout=30)
+    finally:
+        callback._restore()
+        signal.signal(signal.SIGTERM, previous)
+    assert worker.exitcode == 0
+    assert result == ((0, 0), (0, 0))  # no handler ran, no alarm was armed

@@ -300,11 +300,11 @@ def _end_loader_workers() -> None:
     would end this loop there and leave the other workers to the handler that waits for ever.
     The default SIGCHLD disposition is restored first; the process is ending anyway.
     """
-    children = [child for child in multiprocessing.active_children() if child.daemon]
-    if not children:
-        return
+    # First, before any other line: a SIGCHLD already pending would otherwise run PyTorch's
+    # handler at the next line and raise out of this function.
     if hasattr(signal, "SIGCHLD") and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    children = [child for child in multiprocessing.active_children() if child.daemon]
     for child in children:
         child.kill()
     for child in children:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 from pathlib import Path
 from typing import Any
@@ -47,8 +48,11 @@ class TerminationCheckpoint(Callback):
         if not hasattr(signal, "SIGALRM") or signal.getsignal(signal.SIGTERM) is None:
             return
         previous = signal.getsignal(signal.SIGTERM)  # Lightning's, registered before fit
+        owner = os.getpid()
 
         def on_sigterm(signum: int, frame: Any) -> None:
+            if os.getpid() != owner:  # a loader worker forked before its start ignores SIGTERM
+                return
             if callable(previous):
                 previous(signum, frame)
             signal.signal(signal.SIGALRM, _raise_terminated)
