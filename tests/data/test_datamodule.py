@@ -113,6 +113,18 @@ def test_colour_prior_brings_the_training_stream_to_that_mean_colour(photo_batch
     assert converted.dtype == torch.float32 and torch.equal(converted * 255, pixels.float())
 
 
+def _in_a_fork(target, *args) -> tuple[object, int | None]:
+    """What ``target(*args, queue)`` puts on the queue in a forked process (as a loader worker
+    is started), and that process's exit code."""
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    worker = context.Process(target=target, args=(*args, queue))
+    worker.start()
+    result = queue.get(timeout=30)
+    worker.join(timeout=30)
+    return result, worker.exitcode
+
+
 def _niceness_after_worker_start(yield_cpu: bool, queue: multiprocessing.Queue) -> None:
     init_loader_worker(0, yield_cpu=yield_cpu)
     queue.put(os.nice(0))
@@ -127,12 +139,7 @@ def test_loader_workers_yield_the_cores_to_a_step_on_the_cpu(device, lowest):
     data.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)))
     init = data._worker_init()
     assert init.keywords == {"yield_cpu": lowest}
-    context = multiprocessing.get_context("fork")
-    queue = context.Queue()
-    worker = context.Process(target=_niceness_after_worker_start, args=(lowest, queue))
-    worker.start()
-    niceness = queue.get(timeout=30)
-    worker.join(timeout=30)
+    niceness, _ = _in_a_fork(_niceness_after_worker_start, lowest)
     assert (niceness == 19) if lowest else (niceness == os.nice(0))
 
 
@@ -177,14 +184,9 @@ def test_a_scheduler_sigterm_to_the_process_group_leaves_loader_workers_running(
     callback = TerminationCheckpoint(grace_seconds=60)
     try:
         callback.on_fit_start(None, None)
-        context = multiprocessing.get_context("fork")
-        queue = context.Queue()
-        worker = context.Process(target=_sigterm_in_a_fresh_fork, args=(seen, queue))
-        worker.start()
-        result = queue.get(timeout=30)
-        worker.join(timeout=30)
+        result, exitcode = _in_a_fork(_sigterm_in_a_fresh_fork, seen)
     finally:
         callback._restore()
         signal.signal(signal.SIGTERM, previous)
-    assert worker.exitcode == 0
+    assert exitcode == 0
     assert result == ((0, 0), (0, 0))  # no handler ran, no alarm was armed
