@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -21,6 +18,7 @@ from torch import nn
 
 from featinv.cli.convert_weights import main as convert_weights
 from featinv.representations import build_representation
+from featinv.representations.architectures import ARCHITECTURES
 from featinv.representations.keras import _torch_weight, convert_keras, read_keras_layers
 from featinv.representations.matconvnet import ConversionError
 from featinv.training import InversionModule
@@ -222,60 +220,24 @@ def test_a_backbone_nested_in_a_classifier_is_read_backbone_first(tmp_path):
         )
 
 
-#: Run by Keras itself (torch backend, in its own process): a VGG-16 without its top, compiled
-#: and fitted one step (so its file holds optimizer state), saved the three ways Keras 3 saves, and
-#: its block3_conv3 / block5_conv3 activations on an image through Keras's preprocessing.
-KERAS_REFERENCE = """
-import sys
-import numpy as np
-import keras
-
-out = sys.argv[1]
-keras.utils.set_random_seed(0)
-model = keras.applications.VGG16(weights=None, include_top=False, input_shape=(32, 32, 3))
-model.compile(optimizer="adam", loss="mse")
-rng = np.random.default_rng(0)
-x = rng.uniform(0, 255, (2, 32, 32, 3)).astype("float32")
-model.fit(x, 0.5 * model.predict(x, verbose=0), epochs=1, verbose=0)
-model.save_weights(f"{out}/vgg16.weights.h5")
-model.save(f"{out}/vgg16.keras")
-model.save(f"{out}/vgg16.h5")  # the legacy format: Keras 2's layer_names / weight_names
-image = rng.uniform(0, 1, (1, 32, 32, 3)).astype("float32")
-names = ("block3_conv3", "block5_conv3")
-taps = keras.Model(model.input, [model.get_layer(name).output for name in names])
-conv3, conv5 = taps.predict(keras.applications.vgg16.preprocess_input(image * 255), verbose=0)
-np.savez(f"{out}/reference.npz", image=image, relu3_3=conv3, relu5_3=conv5)
-"""
-
-
-@pytest.mark.slow
-def test_files_keras_writes_convert_to_the_same_network(tmp_path):
-    """Parity with Keras itself: the files a trained Keras 3 model writes (``.weights.h5``
-    with its optimizer's state, ``.keras``, the legacy whole-model ``.h5``) give featinv's
-    VGG-16 Keras's activations."""
-    if importlib.util.find_spec("keras") is None:
-        pytest.skip("keras is not installed (pip install keras; it runs on the torch backend)")
-    done = subprocess.run(
-        [sys.executable, "-c", KERAS_REFERENCE, str(tmp_path)],
-        env={**os.environ, "KERAS_BACKEND": "torch"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    reference = np.load(tmp_path / "reference.npz")
-    image = torch.from_numpy(reference["image"]).permute(0, 3, 1, 2)
-    for source in ("vgg16.weights.h5", "vgg16.keras", "vgg16.h5"):
-        target = tmp_path / f"{source}.pth"
-        convert_weights([str(tmp_path / source), str(target)])
-        for tap in ("relu3_3", "relu5_3"):
-            expected = torch.from_numpy(reference[tap]).permute(0, 3, 1, 2)
-            assert expected.std() > 0  # not a dead layer: the comparison can fail
-            phi = build_representation("cnn", architecture="vgg16", layer=tap, weights=str(target))
-            with torch.no_grad():
-                torch.testing.assert_close(
-                    phi(image), expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max())
-                )
+def test_a_fine_tuned_backbone_is_told_its_convolutions_convert(tmp_path):
+    """Every convolution of VGG-16 fits and the first dense layer is a new 10-class head: the
+    error names that layer and says that ``--convolutions-only`` converts the rest."""
+    with torch.device("meta"):
+        network = ARCHITECTURES["vgg16"].build()
+    convolutions = [m for m in network.modules() if isinstance(m, nn.Conv2d)]
+    path = tmp_path / "fine-tuned.weights.h5"
+    with h5py.File(path, "w") as f:  # datasets without data read as zeros and take no space
+        for i, conv in enumerate(convolutions):
+            out, inp, h, w = conv.weight.shape
+            name = "conv2d" + (f"_{i}" if i else "")
+            f.create_dataset(f"layers/{name}/vars/0", shape=(h, w, inp, out), dtype="f4")
+            f.create_dataset(f"layers/{name}/vars/1", shape=(out,), dtype="f4")
+        f.create_dataset("layers/dense/vars/0", shape=(7 * 7 * 512, 10), dtype="f4")
+        f.create_dataset("layers/dense/vars/1", shape=(10,), dtype="f4")
+    with pytest.raises(ConversionError, match=r"layer 'layers/dense' .*--convolutions-only"):
+        convert_keras(path, "vgg16")
+    assert len(convert_keras(path, "vgg16", convolutions_only=True)["state_dict"]) == 26
 
 
 def test_a_file_of_another_network_or_no_keras_file_gets_one_line(tmp_path):

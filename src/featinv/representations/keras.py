@@ -54,6 +54,12 @@ def _natural(text: str) -> list[Any]:
 
 #: Where a Keras 3 ``.keras`` archive (a zip with ``config.json``) keeps its weights.
 KERAS_ARCHIVE_WEIGHTS = "model.weights.h5"
+#: Said where every convolution fitted and a dense layer did not: a backbone fine-tuned under
+#: a new head, whose convolutions are still worth converting.
+CONVOLUTIONS_FIT = (
+    "its classifier is another network's; its convolutions fit, and featinv-convert-weights"
+    " --convolutions-only converts them without the dense layers"
+)
 
 
 def _open_hdf5(path: str | Path) -> Any:
@@ -282,7 +288,12 @@ def convert_keras(
             if tuple(value.shape) != expected:
                 raise ConversionError(
                     f"layer {name!r} of {path}: its {key} has shape {tuple(value.shape)}, "
-                    f"{architecture}'s {target} needs {expected}: it is another network"
+                    f"{architecture}'s {target} needs {expected}: "
+                    + (
+                        CONVOLUTIONS_FIT
+                        if isinstance(module, nn.Linear)
+                        else "it is another network"
+                    )
                 )
             state[f"{target}.{key}"] = torch.from_numpy(np.ascontiguousarray(value))
         seen_dense = seen_dense or isinstance(module, nn.Linear)
