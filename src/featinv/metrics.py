@@ -46,6 +46,20 @@ def mean_pairwise_distance(images: torch.Tensor) -> torch.Tensor:
     return F.pdist(images.flatten(1).double()).mean()
 
 
+def leave_one_out_means(images: torch.Tensor) -> torch.Tensor:
+    """Each image's prediction by the mean of the *other* images of the set.
+
+    The set's own mean image includes the photo it predicts, with weight 1/n, so it is closer
+    to each photo than any prediction made without that photo: per image,
+    ``x_i - mean_{j != i} x_j = n / (n - 1) * (x_i - mean_j x_j)``, and the own mean image's
+    error is exactly ``(n - 1) / n`` of this one's.
+    """
+    n = images.shape[0]
+    if n < 2:
+        raise ValueError("a leave-one-out mean needs at least 2 images")
+    return (images.sum(dim=0, keepdim=True) - images) / (n - 1)
+
+
 def normalized_reconstruction_error(
     images: torch.Tensor,
     reconstructions: torch.Tensor,

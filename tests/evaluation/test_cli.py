@@ -132,7 +132,12 @@ def test_layer_curve_for_any_network_in_its_own_layer_order(tmp_path, photo_fold
     kinds = {(layer, kind) for layer, _, kind in drawn["points"]}
     assert kinds == {(y, k) for y in ("conv1_2", "pool2") for k in ("learned", "optimization")}
     own = report["mean_image"]["32"]["normalized_error"]
-    assert drawn["references"] == [("photos' own mean image", own)]
+    others = report["others_mean_image"]["32"]["normalized_error"]
+    assert drawn["references"] == [
+        ("photos' own mean image", own),
+        ("mean image of the other photos", others),
+    ]
+    assert others == pytest.approx(own * 2)  # two photos: n / (n - 1) = 2
 
 
 def test_different_image_sizes_are_evaluated_each_at_its_own(
@@ -252,8 +257,15 @@ def test_constants_are_scored_beside_the_decoders(tmp_path, photo_folder, photo_
     own = report["mean_image"]["32"]
     assert own["normalized_error"] == pytest.approx(error(flat.mean(0)), rel=1e-4)
     assert own["structure_error"] <= own["normalized_error"] + 1e-6
+    others = np.mean(
+        [np.linalg.norm(x - np.delete(flat, i, 0).mean(0)) for i, x in enumerate(flat)]
+    )
+    assert report["others_mean_image"]["32"]["normalized_error"] == pytest.approx(
+        others / normalizer, rel=1e-4
+    )
     (entry,) = report["methods"].values()
     scored = entry["train_mean_image"]["normalized_error"]
     assert scored == pytest.approx(error(seen.double().mean(0).numpy()), rel=1e-4)
     text = (out / "report.md").read_text()
     assert "the photos' own mean image" in text and "training data's mean image of" in text
+    assert "the mean image of the other photos" in text

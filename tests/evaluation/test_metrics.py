@@ -12,6 +12,7 @@ from featinv.metrics import (
     NormalizedErrorMetric,
     SharpnessMetric,
     feature_error,
+    leave_one_out_means,
     mean_pairwise_distance,
     normalized_reconstruction_error,
     sharpness,
@@ -127,3 +128,16 @@ def test_sharpness_agrees_with_numpy_and_streams_over_batches(photo_batch):
     for first in range(0, len(photo_batch), 2):
         metric.update(photo_batch[first : first + 2], recon[first : first + 2])
     assert metric.compute().item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_mean_of_the_other_images_is_the_own_mean_moved_away_by_n_over_n_minus_1():
+    images = torch.rand(5, 3, 8, 8, dtype=torch.float64)
+    others = leave_one_out_means(images)
+    for i in range(5):
+        expected = torch.cat([images[:i], images[i + 1 :]]).mean(0)
+        torch.testing.assert_close(others[i], expected)
+    own = normalized_reconstruction_error(images, images.mean(0, keepdim=True).expand_as(images))
+    scored = normalized_reconstruction_error(images, others)
+    torch.testing.assert_close(own, scored * 4 / 5)
+    with pytest.raises(ValueError, match="at least 2"):
+        leave_one_out_means(images[:1])

@@ -24,6 +24,7 @@ from featinv.data.transforms import EvalTransform
 from featinv.inverter import Inverter
 from featinv.metrics import (
     feature_error,
+    leave_one_out_means,
     mean_pairwise_distance,
     normalized_reconstruction_error,
     psnr,
@@ -199,7 +200,13 @@ def constant_errors(
     """Normalized and structure error of one ``(3, h, w)`` image predicted for every photo
     (resized to theirs): the score of a decoder that learned nothing from the features."""
     predicted = match_size(constant.to(images)[None], tuple(images.shape[-2:]))
-    predicted = predicted.expand_as(images)
+    return prediction_errors(images, predicted.expand_as(images), normalizer)
+
+
+def prediction_errors(
+    images: torch.Tensor, predicted: torch.Tensor, normalizer: float
+) -> dict[str, float]:
+    """Mean normalized and structure error of ``predicted``, one image per photo."""
     return {
         "normalized_error": normalized_reconstruction_error(images, predicted, normalizer)
         .mean()
@@ -216,8 +223,9 @@ def score_methods(
 ) -> dict[int, dict[str, Any]]:
     """Score every method, filling its ``results`` and ``reconstructions``.
 
-    Returns, per image size, the centrally cropped images, their normalizer N and the
-    errors of their own mean image (a constant that knows the photos: an oracle).
+    Returns, per image size, the centrally cropped images, their normalizer N, the errors
+    of their own mean image (a constant that knows the photos: an oracle) and those of each
+    photo predicted by the mean image of the others.
     """
     groups: dict[int, dict[str, Any]] = {}
     for size in sorted({m.image_size for m in methods}):
@@ -229,8 +237,12 @@ def score_methods(
                 f"the {len(images)} photos are identical at {size} px (their mean pairwise "
                 "distance N is 0), so the normalized error is undefined: give photos that differ"
             )
-        own_mean = constant_errors(images, images.mean(0), normalizer)
-        groups[size] = {"images": images, "normalizer": normalizer, "mean_image": own_mean}
+        groups[size] = {
+            "images": images,
+            "normalizer": normalizer,
+            "mean_image": constant_errors(images, images.mean(0), normalizer),
+            "others_mean_image": prediction_errors(images, leave_one_out_means(images), normalizer),
+        }
     for method in tqdm(methods, desc="evaluating", unit="method"):
         images = groups[method.image_size]["images"]
         with torch.no_grad():

@@ -38,11 +38,13 @@ def markdown_table(methods: Sequence[Method]) -> list[str]:
 
 def constants_table(methods: Sequence[Method], groups: dict[int, dict[str, Any]]) -> list[str]:
     """The constant predictions a decoder has to beat: the photos' own mean image (an oracle:
-    it knows the photos) and each decoder's training data's mean image (when kept)."""
+    it knows the photos, each one included), each photo predicted by the mean image of the
+    other photos, and each decoder's training data's mean image (when kept)."""
     lines = ["| constant | size | normalized error | structure error |", "|---|---|---|---|"]
-    rows = [
-        ("the photos' own mean image (an oracle)", s, g["mean_image"]) for s, g in groups.items()
-    ]
+    rows = []
+    for size, group in groups.items():
+        rows.append(("the photos' own mean image (an oracle)", size, group["mean_image"]))
+        rows.append(("the mean image of the other photos", size, group["others_mean_image"]))
     rows += [
         (f"the training data's mean image of {m.name}", m.image_size, m.results["train_mean_image"])
         for m in methods
@@ -73,6 +75,7 @@ def write_reports(
         "normalizer": groups[first]["normalizer"],
         "normalizers": {str(s): g["normalizer"] for s, g in groups.items()},
         "mean_image": {str(s): g["mean_image"] for s, g in groups.items()},
+        "others_mean_image": {str(s): g["others_mean_image"] for s, g in groups.items()},
         "methods": {m.name: m.results for m in methods},
         "notes": list(notes),
     }
@@ -100,7 +103,7 @@ def write_reports(
 def _layer_plots(methods: Sequence[Method], groups: dict[int, dict[str, Any]], out: Path) -> None:
     """layers.png for a network evaluated at more than one of its layers (or outputs): the
     x axis holds the evaluated ones, in the network's own order (its blocks' order), with
-    the photos' own mean image at each size the layers were scored at."""
+    the photos' own mean image and the other photos' at each size the layers were scored at."""
     by_network: dict[str, list[Method]] = {}
     for m in methods:
         if m.representation.layer_names:
@@ -123,10 +126,14 @@ def _layer_plots(methods: Sequence[Method], groups: dict[int, dict[str, Any]], o
         sizes = sorted({m.image_size for m in members})
         references = [
             (
-                "photos' own mean image" + (f" ({size} px)" if len(sizes) > 1 else ""),
-                groups[size]["mean_image"]["normalized_error"],
+                label + (f" ({size} px)" if len(sizes) > 1 else ""),
+                groups[size][key]["normalized_error"],
             )
             for size in sizes
+            for label, key in (
+                ("photos' own mean image", "mean_image"),
+                ("mean image of the other photos", "others_mean_image"),
+            )
         ]
         save_layer_plot(out / filename, points, in_order, name, references)
 
