@@ -8,6 +8,8 @@ import importlib.util
 import os
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -38,8 +40,42 @@ image = rng.uniform(0, 1, (1, 32, 32, 3)).astype("float32")
 names = ("block3_conv3", "block5_conv3")
 taps = keras.Model(model.input, [model.get_layer(name).output for name in names])
 conv3, conv5 = taps.predict(keras.applications.vgg16.preprocess_input(image * 255), verbose=0)
-np.savez(f"{out}/reference.npz", image=image, relu3_3=conv3, relu5_3=conv5)
+np.savez(f"{out}/reference.npz", image=image, **{"vgg16/relu3_3": conv3, "vgg16/relu5_3": conv5})
 """
+
+
+def _written_by(python: str, script: str, folder: Path, env: dict[str, str]) -> Any:
+    """Run a Keras ``script`` in ``python`` (its own process) and load what it computed."""
+    done = subprocess.run(
+        [python, "-c", script, str(folder)],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return np.load(folder / "reference.npz")
+
+
+def _assert_converts_to_the_same_network(
+    reference: Any, key: str, source: Path, architecture: str, *options: str
+) -> None:
+    """``source`` converted gives ``architecture`` and, at every tap the reference holds
+    under ``key``, Keras's activations to 1e-4 of their largest."""
+    image = torch.from_numpy(reference["image"]).permute(0, 3, 1, 2)
+    target = source.with_name(source.name + ".pth")
+    convert_weights([str(source), str(target), *options])
+    assert torch.load(target, weights_only=True)["architecture"] == architecture
+    taps = [name.split("/")[1] for name in reference.files if name.startswith(f"{key}/")]
+    assert taps
+    for tap in taps:
+        expected = torch.from_numpy(reference[f"{key}/{tap}"]).permute(0, 3, 1, 2)
+        assert expected.std() > 0  # not a dead layer: the comparison can fail
+        phi = build_representation("cnn", architecture=architecture, layer=tap, weights=str(target))
+        with torch.no_grad():
+            torch.testing.assert_close(
+                phi(image), expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max())
+            )
 
 
 @pytest.mark.slow
@@ -49,27 +85,9 @@ def test_files_keras_writes_convert_to_the_same_network(tmp_path):
     VGG-16 Keras's activations."""
     if importlib.util.find_spec("keras") is None:
         pytest.skip("keras is not installed (pip install keras; it runs on the torch backend)")
-    done = subprocess.run(
-        [sys.executable, "-c", KERAS_REFERENCE, str(tmp_path)],
-        env={**os.environ, "KERAS_BACKEND": "torch"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    reference = np.load(tmp_path / "reference.npz")
-    image = torch.from_numpy(reference["image"]).permute(0, 3, 1, 2)
+    reference = _written_by(sys.executable, KERAS_REFERENCE, tmp_path, {"KERAS_BACKEND": "torch"})
     for source in ("vgg16.weights.h5", "vgg16.keras", "vgg16.h5"):
-        target = tmp_path / f"{source}.pth"
-        convert_weights([str(tmp_path / source), str(target)])
-        for tap in ("relu3_3", "relu5_3"):
-            expected = torch.from_numpy(reference[tap]).permute(0, 3, 1, 2)
-            assert expected.std() > 0  # not a dead layer: the comparison can fail
-            phi = build_representation("cnn", architecture="vgg16", layer=tap, weights=str(target))
-            with torch.no_grad():
-                torch.testing.assert_close(
-                    phi(image), expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max())
-                )
+        _assert_converts_to_the_same_network(reference, "vgg16", tmp_path / source, "vgg16")
 
 
 #: Run by Keras 2 (``tf_keras``, TensorFlow's legacy Keras) in the interpreter that
@@ -116,35 +134,10 @@ def test_files_tf_keras_writes_convert_to_the_same_network(tmp_path):
             "Keras 2 needs TensorFlow (600 MB), not installed here: set "
             "FEATINV_TF_KERAS_PYTHON to a Python with tensorflow and tf-keras"
         )
-    done = subprocess.run(
-        [python, "-c", TF_KERAS_REFERENCE, str(tmp_path)],
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    reference = np.load(tmp_path / "reference.npz")
-    image = torch.from_numpy(reference["image"]).permute(0, 3, 1, 2)
-    cases = [
-        (f"{a}_{kind}.h5", a, a, []) for a in ("vgg16", "vgg19") for kind in ("weights", "model")
-    ]
-    for source, architecture, key, options in [
-        *cases,
-        ("tuned_model.h5", "vgg16", "tuned", ["--convolutions-only"]),
-    ]:
-        target = tmp_path / f"{source}.pth"
-        convert_weights([str(tmp_path / source), str(target), *options])
-        assert torch.load(target, weights_only=True)["architecture"] == architecture
-        for tap in ("relu3_3", "relu5_3"):
-            if f"{key}/{tap}" not in reference:
-                continue
-            expected = torch.from_numpy(reference[f"{key}/{tap}"]).permute(0, 3, 1, 2)
-            assert expected.std() > 0  # not a dead layer: the comparison can fail
-            phi = build_representation(
-                "cnn", architecture=architecture, layer=tap, weights=str(target)
-            )
-            with torch.no_grad():
-                torch.testing.assert_close(
-                    phi(image), expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max())
-                )
+    reference = _written_by(python, TF_KERAS_REFERENCE, tmp_path, {"TF_CPP_MIN_LOG_LEVEL": "3"})
+    for architecture in ("vgg16", "vgg19"):
+        for kind in ("weights", "model"):
+            source = tmp_path / f"{architecture}_{kind}.h5"
+            _assert_converts_to_the_same_network(reference, architecture, source, architecture)
+    source = tmp_path / "tuned_model.h5"
+    _assert_converts_to_the_same_network(reference, "tuned", source, "vgg16", "--convolutions-only")
