@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from featinv.data.bundled import bundled_shards
-from featinv.data.datamodule import InversionDataModule, init_loader_worker
+from featinv.data.datamodule import InversionDataModule
+from featinv.data.loader_workers import init_loader_worker
 from featinv.data.shards import expand_shards
 from featinv.reliability import OptionError
 from featinv.training.termination import TerminationCheckpoint
@@ -190,3 +191,42 @@ def test_a_scheduler_sigterm_to_the_process_group_leaves_loader_workers_running(
         signal.signal(signal.SIGTERM, previous)
     assert exitcode == 0
     assert result == ((0, 0), (0, 0))  # no handler ran, no alarm was armed
+
+
+_SIGTERM_AS_WORKERS_START = """
+import os, signal, time
+import torch
+from featinv.data.datamodule import InversionDataModule
+signal.signal(signal.SIGTERM, lambda signum, frame: None)  # the run's handler: it lives on
+data = InversionDataModule(image_size=32, batch_size=4, num_workers=2, batches_per_epoch=100)
+data.setup("fit")
+loader = data.val_dataloader().pipeline[0]  # the DataLoader: its workers start at iter()
+seed = torch.manual_seed
+def slow_seed(value):  # PyTorch's worker seeds itself after its signal handlers, before
+    time.sleep(1.0)    # worker_init_fn: a second there is a moment a signal cannot miss
+    return seed(value)
+torch.manual_seed = slow_seed
+for _ in range(2):
+    batches = iter(loader)
+    if os.fork() == 0:  # the scheduler: a process other than the workers' parent
+        time.sleep(0.5)
+        os.killpg(0, signal.SIGTERM)
+        os._exit(0)
+    os.wait()
+    sum(1 for _ in batches)
+print("every worker lived", flush=True)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(os, "killpg"), reason="process groups are POSIX-only")
+def test_a_sigterm_to_the_group_as_loader_workers_start_ends_none_of_them():
+    """PyTorch's worker loop installs a SIGTERM handler that kills the worker before its
+    ``worker_init_fn`` runs: a scheduler's SIGTERM in that moment used to kill a worker and
+    stop the run with "DataLoader worker exited unexpectedly" instead of its checkpoint."""
+    done = subprocess.run(
+        [sys.executable, "-c", _SIGTERM_AS_WORKERS_START],
+        capture_output=True, text=True, timeout=300, start_new_session=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "every worker lived" in done.stdout

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import atexit
 import functools
 import logging
 import math
-import multiprocessing
-import os
-import signal
-import threading
 from typing import Any
 
 import lightning as L
@@ -18,6 +13,7 @@ import webdataset as wds
 
 from featinv.data.bundled import bundled_shards
 from featinv.data.images import pixels_to_float, scale_saturation
+from featinv.data.loader_workers import init_loader_worker, loader_context
 from featinv.data.procedural import MAX_SIZE, MIN_SIZE, DeadLeaves, SyntheticMix, check_fraction
 from featinv.data.shards import expand_shards, shard_pipeline, texture_bank
 from featinv.data.transforms import EvalTransform, TrainTransform
@@ -179,6 +175,7 @@ class InversionDataModule(L.LightningDataModule):
             num_workers=hp.num_workers,
             persistent_workers=hp.num_workers > 0,
             worker_init_fn=self._worker_init(),
+            multiprocessing_context=loader_context(hp.num_workers),
         )
         # Resampled shards never end: an epoch is a fixed number of batches per process.
         batches = self.batches_per_rank()
@@ -272,46 +269,8 @@ class InversionDataModule(L.LightningDataModule):
             batch_size=None,
             num_workers=workers,
             worker_init_fn=self._worker_init(),
+            multiprocessing_context=loader_context(workers),
         )
-
-
-def init_loader_worker(worker_id: int, yield_cpu: bool = False) -> None:
-    """A loader worker's start.
-
-    Workers ignore SIGTERM (a scheduler signals the whole process group): the main process
-    ends the run at a batch boundary and writes last.ckpt; its exit ends them
-    (``_end_loader_workers``). With ``yield_cpu`` (training on the CPU) they run at the lowest
-    priority: the step's torch threads and the workers share the same cores, and a worker
-    that takes a core from the step's threads stalls the whole step, while a step that waits
-    for a batch frees the cores for the workers (docs/benchmarks.md).
-    """
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    if yield_cpu and hasattr(os, "nice"):
-        os.nice(19)
-
-
-def _end_loader_workers() -> None:
-    """At the interpreter's exit, kill the daemonic children left (persistent loader workers):
-    they ignore the SIGTERM multiprocessing's own exit handler would send, and it would then
-    wait for them for ever. Registered after multiprocessing's handler, so it runs first.
-
-    A loader iterator still alive at exit (a script that took a few batches and returned)
-    keeps PyTorch's SIGCHLD handler armed: it raises as soon as the first worker dies, which
-    would end this loop there and leave the other workers to the handler that waits for ever.
-    The default SIGCHLD disposition is restored first; the process is ending anyway.
-    """
-    # First, before any other line: a SIGCHLD already pending would otherwise run PyTorch's
-    # handler at the next line and raise out of this function.
-    if hasattr(signal, "SIGCHLD") and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    children = [child for child in multiprocessing.active_children() if child.daemon]
-    for child in children:
-        child.kill()
-    for child in children:
-        child.join(timeout=10)
-
-
-atexit.register(_end_loader_workers)
 
 
 def _check_options(values: dict[str, Any]) -> None:
