@@ -22,20 +22,21 @@ import threading
 _SIGTERM = {signal.SIGTERM}
 
 
-class _SigtermBlockedForkProcess(multiprocessing.context.ForkProcess):
-    """A forked process whose child starts with SIGTERM blocked (the parent's mask is
-    restored as soon as the fork is done; a SIGTERM it got meanwhile is delivered then)."""
+if hasattr(multiprocessing.context, "ForkProcess"):  # not where processes cannot fork
 
-    def start(self) -> None:
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGTERM)
-        try:
-            super().start()
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    class _SigtermBlockedForkProcess(multiprocessing.context.ForkProcess):
+        """A forked process whose child starts with SIGTERM blocked (the parent's mask is
+        restored as soon as the fork is done; a SIGTERM it got meanwhile is delivered then)."""
 
+        def start(self) -> None:
+            previous = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGTERM)
+            try:
+                super().start()
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
-class _SigtermBlockedForkContext(multiprocessing.context.ForkContext):
-    Process = _SigtermBlockedForkProcess
+    class _SigtermBlockedForkContext(multiprocessing.context.ForkContext):
+        Process = _SigtermBlockedForkProcess
 
 
 def loader_context(num_workers: int) -> multiprocessing.context.BaseContext | None:
