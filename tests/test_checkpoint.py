@@ -114,9 +114,8 @@ def test_a_network_decoder_saved_by_featinv_0_2_loads_with_that_versions_default
     torch.manual_seed(0)
     options = {"architecture": "tests.helpers:tiny_net", "layer": "1"}
     module = InversionModule(representation="cnn", representation_options=options, image_size=32)
-    old = build_decoder(
-        module.representation, 32, **module.representation.legacy_decoder_defaults(32)
-    )
+    legacy = module.representation.legacy_decoder_defaults(32)
+    old = build_decoder(module.representation, 32, **legacy, prior_blend=False)
     assert old.state_dict().keys() != module.decoder.state_dict().keys()
     module.decoder = old
     module.hparams["decoder_options"] = {}

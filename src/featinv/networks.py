@@ -122,8 +122,9 @@ def _check_decoder_fits(
         ).state_dict()
     given = state_part(state, "decoder.")
     for key, tensor in shapes.items():
-        if key.startswith("standardize.") and not any(k.startswith("standardize.") for k in given):
-            continue  # a decoder saved before standardization: it loads as the identity
+        part = key.split(".", 1)[0] + "."
+        if part in ("standardize.", "blend.") and not any(k.startswith(part) for k in given):
+            continue  # a decoder saved before that part existed: it loads as the identity
         if key not in given:
             raise NotAFeatinvCheckpointError(
                 f"{origin}: its decoder weights do not fit its configuration (missing {key!r})"

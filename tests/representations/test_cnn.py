@@ -9,6 +9,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import save_file
 from scipy.io import savemat
 from torch import nn
@@ -266,6 +267,21 @@ def test_a_users_network_trains_through_train_py_and_reloads(user_network, tmp_p
         expected = module(module.features(images))
     assert torch.equal(inverter.reconstruct(images), expected)
     assert inverter.representation.label == "build-3"
+    # the validation calibrated the decoder's blend toward the training data's mean image,
+    # and best.ckpt carries it: Inverter applies it
+    best_path = tmp_path / "checkpoints" / "cnn" / "best.ckpt"
+    best = torch.load(best_path, weights_only=False)
+    weight = float(best["state_dict"]["decoder.blend.weight"])
+    assert 0.0 <= weight <= 1.0
+    entry = best["featinv"]
+    mean = entry["train_image_sum"] / entry["train_image_count"]
+    torch.testing.assert_close(best["state_dict"]["decoder.blend.prior"], mean.float())
+    inverter = Inverter.from_checkpoint(best_path, architecture=user_network)
+    blended = inverter.reconstruct(images)
+    inverter.decoder.blend.enabled = False
+    raw = inverter.reconstruct(images)
+    prior = F.interpolate(mean.float()[None], size=raw.shape[-2:], mode="bilinear")
+    torch.testing.assert_close(blended, prior + weight * (raw - prior))
 
 
 @pytest.mark.parametrize("legacy", [False, True], ids=["saved", "file-before-it-was-saved"])

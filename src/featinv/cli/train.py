@@ -25,6 +25,7 @@ from featinv.training import InversionModule
 from featinv.training.budget import TimeBudget
 from featinv.training.callbacks import AtomicCheckpointIO, ReconstructionGrid, RunSummary
 from featinv.training.divergence import DivergenceGuard
+from featinv.training.prior_blend import PriorBlendCalibration
 from featinv.training.termination import TerminatedError, TerminationCheckpoint
 
 PROG = "featinv-train"
@@ -97,6 +98,9 @@ class FeatinvCLI(LightningCLI):
         # SIGTERM (pre-emption, a scheduler's time limit) ends the run after last.ckpt.
         if not any(isinstance(c, TerminationCheckpoint) for c in self.trainer.callbacks):
             self.trainer.callbacks.append(TerminationCheckpoint())
+        # A decoder with a blend toward the training mean image: calibrated at each validation.
+        if not any(isinstance(c, PriorBlendCalibration) for c in self.trainer.callbacks):
+            self.trainer.callbacks.append(PriorBlendCalibration())
 
     def after_fit(self) -> None:
         checkpoint = self.trainer.checkpoint_callback

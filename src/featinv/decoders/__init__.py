@@ -89,7 +89,11 @@ def _check_options(
 ) -> None:
     valid = set(_settable(decoder))
     for key, value in options.items():
-        # every option counts or sizes something; 0 turns standardization off
+        if key == "prior_blend":  # the one switch
+            if not isinstance(value, bool):
+                raise ValueError(f"decoder option prior_blend must be true or false, got {value!r}")
+            continue
+        # every other option counts or sizes something; 0 turns standardization off
         least = 0 if key in ("convs_per_level", "standardize") else 1
         if key in valid and (
             not isinstance(value, int) or isinstance(value, bool) or value < least

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from featinv.decoders.blocks import activated, image_upconv, upconv
+from featinv.decoders.prior_blend import PriorBlend
 from featinv.decoders.standardize import FeatureStandardizer
 
 
@@ -28,6 +29,8 @@ class FullyConnectedDecoder(nn.Module):
         out_channels: image channels (3).
         standardize: standardize each feature dimension with statistics of the first this
             many training batches (``featinv.decoders.standardize``); 0: as they are.
+        prior_blend: end with a blend toward the training data's mean image, calibrated on
+            the validation photos (``featinv.decoders.prior_blend``).
     """
 
     def __init__(
@@ -41,6 +44,7 @@ class FullyConnectedDecoder(nn.Module):
         min_width: int = 32,
         out_channels: int = 3,
         standardize: int = 0,
+        prior_blend: bool = False,
     ) -> None:
         super().__init__()
         self.standardize = FeatureStandardizer(in_features, standardize) if standardize else None
@@ -59,6 +63,7 @@ class FullyConnectedDecoder(nn.Module):
                 channels = out
         self.upconvs = nn.Sequential(*layers)
         self.output_size = (start_size * 2**num_upconvs,) * 2
+        self.blend = PriorBlend(self.output_size, out_channels) if prior_blend else None
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         if features.dim() != 2 or features.shape[1] != self.in_features:
@@ -68,4 +73,5 @@ class FullyConnectedDecoder(nn.Module):
             )
         if self.standardize is not None:
             features = self.standardize(features)
-        return self.upconvs(self.fc(features).view(-1, *self.start))
+        images = self.upconvs(self.fc(features).view(-1, *self.start))
+        return images if self.blend is None else self.blend(images)

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from featinv.decoders.blocks import activated, conv, image_upconv, upconv
+from featinv.decoders.prior_blend import PriorBlend
 from featinv.decoders.standardize import FeatureStandardizer
 from featinv.ops import as_pair
 
@@ -49,6 +50,8 @@ class SpatialDecoder(nn.Module):
         out_channels: image channels (3).
         standardize: standardize each feature channel with statistics of the first this many
             training batches (``featinv.decoders.standardize``); 0: features as they are.
+        prior_blend: end with a blend toward the training data's mean image, calibrated on
+            the validation photos (``featinv.decoders.prior_blend``).
     """
 
     def __init__(
@@ -65,11 +68,13 @@ class SpatialDecoder(nn.Module):
         num_convs: int = 1,
         out_channels: int = 3,
         standardize: int = 0,
+        prior_blend: bool = False,
     ) -> None:
         super().__init__()
         self.standardize = FeatureStandardizer(in_channels, standardize) if standardize else None
         in_h, in_w = as_pair(in_size)
         img_h, img_w = as_pair(image_size)
+        self.blend = PriorBlend((img_h, img_w), out_channels) if prior_blend else None
         self.in_shape = (in_channels, in_h, in_w)
         target = max(min(img_h, img_w) // bottleneck_factor, min_bottleneck)
         n_down = _halvings(min(in_h, in_w), target)
@@ -108,4 +113,5 @@ class SpatialDecoder(nn.Module):
             )
         if self.standardize is not None:
             features = self.standardize(features)
-        return self.layers(features.contiguous(memory_format=torch.channels_last))
+        images = self.layers(features.contiguous(memory_format=torch.channels_last))
+        return images if self.blend is None else self.blend(images)

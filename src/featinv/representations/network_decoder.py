@@ -50,13 +50,20 @@ def fitted_decoder(shape: tuple[int, ...], image_size: int | tuple[int, int]) ->
     to that side by stride-2 convolutions, starting narrower the finer it is (the width
     doubles with each halving), so every layer costs about the same. Network features are
     far from unit scale (trained ones large and heavy-tailed): the decoder standardizes them
-    per channel (``featinv.decoders.standardize``).
+    per channel (``featinv.decoders.standardize``). A deep layer's decoder trained on few
+    photos is over-confident on others: its output is blended toward the training data's mean
+    image by a weight calibrated on the validation photos (``featinv.decoders.prior_blend``).
     """
     if len(shape) != 3:
-        return {"standardize": STANDARDIZE_BATCHES}
+        return {"standardize": STANDARDIZE_BATCHES, "prior_blend": True}
     side = min(shape[1:])
     bottleneck = decoder_bottleneck(image_size)
-    common = {"max_width": 256, "convs_per_level": 1, "standardize": STANDARDIZE_BATCHES}
+    common = {
+        "max_width": 256,
+        "convs_per_level": 1,
+        "standardize": STANDARDIZE_BATCHES,
+        "prior_blend": True,
+    }
     if side <= bottleneck:
         return {**common, "num_convs": 3, "min_bottleneck": side, "width": 256}
     width = min(max(256 * bottleneck // side, 32), 256)

@@ -128,11 +128,20 @@ REPORT_ROWS = (
 
 def validation_report(metrics: dict[str, Any]) -> list[str]:
     """Summary lines for the validation figures in ``metrics`` (the ones present)."""
-    return [
+    lines = [
         f"{label}: {float(metrics[f'val/{name}']):.4f}"
         for label, name in REPORT_ROWS
         if f"val/{name}" in metrics
     ]
+    if "val/blended_distance" in metrics and "val/normalizer" in metrics:
+        blended = float(metrics["val/blended_distance"]) / float(metrics["val/normalizer"])
+        lines.insert(
+            1,
+            f"  blended toward the training data's mean image (weight "
+            f"{float(metrics['val/prior_blend_weight']):.2f}, as Inverter and evaluate.py "
+            f"apply it): {blended:.4f}",
+        )
+    return lines
 
 
 class RunSummary(Callback):

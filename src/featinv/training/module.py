@@ -298,7 +298,9 @@ class InversionModule(L.LightningModule):
         count = reduce(count, reduce_op="sum")
         return (total / count.clamp_min(1)).float()
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+    def validation_step(
+        self, batch: dict[str, Any], batch_idx: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         images, features, reconstructions = self.reconstruct_batch(batch)
         self.val_metric.update(images, reconstructions, batch.get("key"))
         self.val_sharpness.update(images, reconstructions)
@@ -311,6 +313,7 @@ class InversionModule(L.LightningModule):
                 images[:n].detach().cpu(),
                 reconstructions[:n].detach().float().cpu(),
             )
+        return images, reconstructions  # for featinv.training.prior_blend
 
     def on_validation_epoch_end(self) -> None:
         if not self.val_metric.update_called:
