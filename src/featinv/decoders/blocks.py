@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -46,3 +48,29 @@ def image_upconv(in_channels: int, out_channels: int = 3) -> nn.ConvTranspose2d:
 def activated(layer: nn.Module) -> nn.Sequential:
     """``layer`` followed by the leaky ReLU that follows every layer but the last."""
     return nn.Sequential(layer, nn.LeakyReLU(LEAKY_SLOPE, inplace=True))
+
+
+class AddedPart(nn.Module):
+    """A decoder part added in a later version: a file saved before it existed holds none of
+    its keys, and it loads as the identity (``to_identity``), so the old decoder's outputs
+    are unchanged."""
+
+    def to_identity(self) -> None:
+        raise NotImplementedError
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        if not any(key.startswith(prefix) for key in state_dict):
+            self.to_identity()
+            return
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )

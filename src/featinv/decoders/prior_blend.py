@@ -16,15 +16,13 @@ existed loads with the identity (weight 1).
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
-from torch import nn
 
+from featinv.decoders.blocks import AddedPart
 from featinv.ops import as_pair, match_size
 
 
-class PriorBlend(nn.Module):
+class PriorBlend(AddedPart):
     """``prior + weight * (images - prior)``, outside training mode only.
 
     Args:
@@ -51,24 +49,10 @@ class PriorBlend(nn.Module):
         self.prior.copy_(match_size(prior.to(self.prior)[None], tuple(self.prior.shape[-2:]))[0])
         self.weight.fill_(min(max(float(weight), 0.0), 1.0))
 
-    def _load_from_state_dict(
-        self,
-        state_dict: dict[str, Any],
-        prefix: str,
-        local_metadata: dict[str, Any],
-        strict: bool,
-        missing_keys: list[str],
-        unexpected_keys: list[str],
-        error_msgs: list[str],
-    ) -> None:
-        # A decoder saved before this layer existed: its output as it is.
-        if not any(key.startswith(prefix) for key in state_dict):
-            self.prior.zero_()
-            self.weight.fill_(1.0)
-            return
-        super()._load_from_state_dict(
-            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-        )
+    def to_identity(self) -> None:
+        """A decoder saved before the blend existed: its output as it is."""
+        self.prior.zero_()
+        self.weight.fill_(1.0)
 
     def extra_repr(self) -> str:
         return f"weight={float(self.weight):.3f}"

@@ -13,13 +13,12 @@ every process. A decoder file from before this layer existed loads with the iden
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
-from torch import nn
+
+from featinv.decoders.blocks import AddedPart
 
 
-class FeatureStandardizer(nn.Module):
+class FeatureStandardizer(AddedPart):
     """``(features - mean_c) / std_c`` per channel ``c`` (dimension 1), statistics measured
     on the first ``batches`` batches seen in training mode and then frozen.
 
@@ -60,25 +59,11 @@ class FeatureStandardizer(nn.Module):
         self.std.copy_(std.float())
         self.measured += 1
 
-    def _load_from_state_dict(
-        self,
-        state_dict: dict[str, Any],
-        prefix: str,
-        local_metadata: dict[str, Any],
-        strict: bool,
-        missing_keys: list[str],
-        unexpected_keys: list[str],
-        error_msgs: list[str],
-    ) -> None:
-        # A decoder saved before this layer existed: its features went in unscaled.
-        if not any(key.startswith(prefix) for key in state_dict):
-            self.mean.zero_()
-            self.std.fill_(1.0)
-            self.measured.fill_(self.batches)
-            return
-        super()._load_from_state_dict(
-            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-        )
+    def to_identity(self) -> None:
+        """A decoder saved before this layer existed: its features went in unscaled."""
+        self.mean.zero_()
+        self.std.fill_(1.0)
+        self.measured.fill_(self.batches)
 
     def extra_repr(self) -> str:
         return f"channels={self.mean.numel()}, batches={self.batches}"
