@@ -298,9 +298,7 @@ class InversionModule(L.LightningModule):
         count = reduce(count, reduce_op="sum")
         return (total / count.clamp_min(1)).float()
 
-    def validation_step(
-        self, batch: dict[str, Any], batch_idx: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Any:
         images, features, reconstructions = self.reconstruct_batch(batch)
         self.val_metric.update(images, reconstructions, batch.get("key"))
         self.val_sharpness.update(images, reconstructions)
